@@ -1,0 +1,136 @@
+# wizgy: the workshop stack and the test suite.  `make help` lists the targets.
+#
+# Variables (environment, command line, or .env for the compose ones):
+#   APP=flask|pyramid|django    the app `up` and `app-*` start     (default flask)
+#   SERVERS=N WORKERS=N         for `scale`
+#   USERS, SPAWN_RATE, DURATION for `load`
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+COMPOSE ?= docker compose
+PYTHON ?= python3
+VENV := .venv
+ARTIFACTS ?= test-artifacts
+LESSONS := keep-duplicate-fds no-reap reap-once
+APPS := flask pyramid django
+
+SERVERS ?= 2
+WORKERS ?= 2
+USERS ?= 20
+SPAWN_RATE ?= 5
+DURATION ?= 60s
+NGINX_PORT ?= 8080
+LOCUST_PORT ?= 8089
+
+# Build through the engine's own BuildKit, without needing the buildx plugin.
+export COMPOSE_BAKE := false
+
+.PHONY: help up down logs ps test venv base build ca-bundle load scale bench clean \
+	$(addprefix app-,$(APPS)) $(addprefix lesson-,$(LESSONS))
+
+help: ## list the targets
+	@grep -hE '^[a-z][a-z -]*:.*## ' $(MAKEFILE_LIST) | \
+		awk -F':.*## ' '{ n = split($$1, names, " "); \
+			for (i = 1; i <= n; i++) printf "  %-26s %s\n", names[i], $$2 }'
+
+# --- the stack -------------------------------------------------------------------
+
+up: build ## build what is missing, start nginx, wizgy (APP=flask|pyramid|django) and Locust, print the URLs
+	$(COMPOSE) up -d --wait
+	@$(MAKE) --no-print-directory urls
+
+.PHONY: urls
+urls:
+	@echo
+	@echo "  app (through nginx)   http://127.0.0.1:$(NGINX_PORT)/"
+	@echo "  server status         http://127.0.0.1:$(NGINX_PORT)/wizgy/status"
+	@echo "  Locust                http://127.0.0.1:$(LOCUST_PORT)/"
+	@echo
+
+down: ## stop and remove the stack's containers and network
+	$(COMPOSE) down --remove-orphans
+
+logs: ## follow the logs of every service
+	$(COMPOSE) logs -f --tail=100
+
+ps: ## the stack's containers, their health and ports
+	$(COMPOSE) ps
+
+app-flask app-pyramid app-django: app-%: ## restart the server on that app (flask, pyramid, django)
+	APP=$* $(COMPOSE) up -d --no-deps --force-recreate --wait server
+	@echo "server now runs APP=$*: http://127.0.0.1:$(NGINX_PORT)/hello"
+
+# Each lesson: the fork model with one bug, and the limits that make the bug bite.
+lesson-keep-duplicate-fds: LESSON_ENV := SERVER_NOFILE=256
+lesson-keep-duplicate-fds: LESSON_WATCH := \
+	curl -v http://127.0.0.1:$(NGINX_PORT)/hello hangs after the body (no FIN);\n\
+	open_fds climbs to nofile_limit (256) in http://127.0.0.1:$(NGINX_PORT)/wizgy/status,\n\
+	then the server logs EMFILE: docker compose exec server ls /proc/1/fd
+lesson-no-reap: LESSON_ENV := SERVER_NPROC=64 SERVER_PIDS_LIMIT=128
+lesson-no-reap: LESSON_WATCH := \
+	every request leaves a zombie: docker compose exec server ps -eo pid,ppid,stat,cmd (Z, <defunct>);\n\
+	at ulimit -u 64 fork fails and the server answers 503; "zombies" in /wizgy/status
+lesson-reap-once: LESSON_ENV :=
+lesson-reap-once: LESSON_WATCH := \
+	128 concurrent clients: docker compose exec server python3 /opt/loadtest/lesson_client.py\n\
+	is in the Locust image: docker compose run --rm locust-worker ... or Locust with 128 users;\n\
+	SIGCHLDs coalesce, zombies remain: "zombies" in /wizgy/status, ps shows <defunct>
+
+lesson-keep-duplicate-fds lesson-no-reap lesson-reap-once: lesson-%: ## restart the server as fork with that lesson and its ulimits, say what to watch
+	$(LESSON_ENV) WIZGY_MODEL=fork WIZGY_LESSON=$* $(COMPOSE) up -d --no-deps --force-recreate --wait server
+	@printf 'lesson %s: model fork, %s\nwatch:\n%b\nback to normal: make app-$${APP:-flask}\n' \
+		"$*" "$(or $(LESSON_ENV),default limits)" "$(LESSON_WATCH)"
+
+scale: ## run SERVERS=N server replicas with WORKERS=N workers each behind nginx
+	WIZGY_WORKERS=$(WORKERS) $(COMPOSE) up -d --no-deps --scale server=$(SERVERS) --wait server
+	@echo "$(SERVERS) servers x $(WORKERS) workers; nginx picks them up within seconds:"
+	@echo "  curl -sI http://127.0.0.1:$(NGINX_PORT)/hello | grep X-Upstream-Addr"
+
+load: ## Locust headless through nginx for DURATION: HTML report + CSV in test-artifacts/load, fails on errors
+	@mkdir -p $(ARTIFACTS)/load && chmod 0777 $(ARTIFACTS)/load
+	$(COMPOSE) run --rm -v "$(CURDIR)/$(ARTIFACTS)/load:/out" locust \
+		--headless --users $(USERS) --spawn-rate $(SPAWN_RATE) --run-time $(DURATION) \
+		--host http://nginx:8080 --csv /out/load --html /out/load.html --only-summary
+	@echo "report: $(ARTIFACTS)/load/load.html"
+
+bench: ## benchmarks (not built yet: runs `python -m bench` once bench/ exists)
+	@if [ -f bench/__main__.py ]; then $(VENV)/bin/python -m bench; \
+	else echo "bench: not built yet (no bench/__main__.py)"; fi
+
+clean: ## remove this project's containers, networks, volumes and images (not the Debian base)
+	$(COMPOSE) down --rmi all --volumes --remove-orphans
+	-docker ps -aq --filter label=com.docker.compose.project=wizgy-test | xargs -r docker rm -f
+	-docker network ls -q --filter label=com.docker.compose.project=wizgy-test | xargs -r docker network rm
+
+# --- images ----------------------------------------------------------------------
+
+base: ## make sure debian:trixie-slim exists: local, else pulled, else debootstrapped offline
+	server/docker/base-image
+
+# pip in the images must trust the host's CA (a TLS-intercepting proxy); an empty
+# file when the host has none.
+ca-bundle:
+	@for dir in server/.build loadtest/.build; do \
+		mkdir -p $$dir; \
+		if [ -s /etc/ssl/certs/ca-certificates.crt ]; then \
+			cp /etc/ssl/certs/ca-certificates.crt $$dir/ca-certificates.crt; \
+		else : >$$dir/ca-certificates.crt; fi; \
+	done
+
+build: base ca-bundle ## build the server, nginx and Locust images (cached layers make it quick)
+	$(COMPOSE) build
+
+# --- tests -----------------------------------------------------------------------
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: server/constraints.txt server/requirements-dev.txt server/pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check \
+		-c server/constraints.txt -r server/requirements-dev.txt -e server
+	touch $@
+
+test: venv ## every test: unit, functional and the Docker stack (server/tests/stack)
+	@$(VENV)/bin/python -m pytest server/tests; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
+	exit $$rc

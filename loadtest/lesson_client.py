@@ -1,0 +1,447 @@
+#!/usr/bin/env python3
+"""The lesson client: many forked clients, each holding many connections.
+
+A fresh take on the tutorial's client3.py, whose clients exit after their first
+connection. Here each of --max-clients forked processes opens --max-conns
+connections at once, sends one GET on each and watches what comes back:
+
+  succeeded  a complete response arrived (and EOF, when `Connection: close` was sent)
+  hung       nothing complete within --wait seconds: no response, or a response
+             but no EOF (the keep-duplicate-fds lesson), or a connect that never
+             finished (a full backlog)
+  refused    the connect was refused (nothing listening, or a full queue)
+  reset      the server reset or closed the connection before a complete response
+  failed     a client-side problem (e.g. EMFILE here) or a malformed response
+
+--hold keeps every connection open that long after it started, whatever came
+back, so the server sees many connections at once (descriptor exhaustion).
+--timeout bounds the whole run: the parent kills its clients at the deadline
+and counts what they did not report as hung.
+
+Exit status: 0 when every connection succeeded with a status below 400,
+1 otherwise, 2 for bad arguments. Standard library only.
+
+    python3 lesson_client.py --port 8000 --max-clients 128
+    python3 lesson_client.py --max-clients 300 --hold 30 --timeout 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import errno
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+
+OUTCOMES = ("succeeded", "hung", "refused", "reset", "failed")
+REPORT_MARGIN = 0.3  # seconds a client keeps to report before the parent's deadline
+
+
+class MalformedResponse(Exception):
+    pass
+
+
+# -- reading a response (just enough HTTP/1.1 to know when it is complete) --
+
+
+def parse_head(buf: bytes) -> tuple[int, dict[bytes, bytes], int] | None:
+    """Status, lower-cased headers and body offset; None until the head is in."""
+    start = 0
+    while True:
+        end = buf.find(b"\r\n\r\n", start)
+        if end < 0:
+            return None
+        status_line, *lines = buf[start:end].split(b"\r\n")
+        version, _, rest = status_line.partition(b" ")
+        if not version.startswith(b"HTTP/") or not rest[:3].isdigit():
+            raise MalformedResponse(status_line[:80])
+        status = int(rest[:3])
+        if 100 <= status < 200:  # interim response: the real one follows
+            start = end + 4
+            continue
+        headers = {}
+        for line in lines:
+            name, _, value = line.partition(b":")
+            headers[name.strip().lower()] = value.strip()
+        return status, headers, end + 4
+
+
+def chunked_complete(body: bytes) -> bool:
+    pos = 0
+    while True:
+        eol = body.find(b"\r\n", pos)
+        if eol < 0:
+            return False
+        try:
+            size = int(body[pos:eol].split(b";", 1)[0].strip(), 16)
+        except ValueError:
+            raise MalformedResponse("bad chunk size") from None
+        if size == 0:  # last chunk, then trailers and an empty line
+            return body.find(b"\r\n\r\n", eol) >= 0
+        pos = eol + 2 + size + 2
+        if pos > len(body):
+            return False
+
+
+def body_complete(status: int, headers: dict[bytes, bytes], body: bytes) -> bool | None:
+    """True/False once framing is known; None when only EOF ends the body."""
+    if status in (204, 304):
+        return True
+    if b"chunked" in headers.get(b"transfer-encoding", b"").lower():
+        return chunked_complete(body)
+    if b"content-length" in headers:
+        try:
+            return len(body) >= int(headers[b"content-length"])
+        except ValueError:
+            raise MalformedResponse("bad Content-Length") from None
+    return None
+
+
+# -- one client process: its connections, driven by a selector --
+
+
+@dataclass
+class Connection:
+    started: float
+    sock: socket.socket | None = None
+    unsent: bytes = b""
+    received: bytearray = field(default_factory=bytearray)
+    status: int | None = None
+    complete: bool = False
+    outcome: str | None = None
+    reason: str = ""
+
+
+def errno_outcome(code: int) -> tuple[str, str]:
+    name = errno.errorcode.get(code, str(code))
+    if code == errno.ECONNREFUSED:
+        return "refused", name
+    if code in (errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED):
+        return "reset", name
+    if code == errno.ETIMEDOUT:
+        return "hung", name
+    return "failed", name
+
+
+class Client:
+    def __init__(
+        self, options: argparse.Namespace, address: tuple, family: int, report
+    ):
+        self.options = options
+        self.address = address
+        self.family = family
+        self.report = report
+        self.request = build_request(options)
+        self.selector = selectors.DefaultSelector()
+        self.connections: list[Connection] = []
+
+    def run(self, deadline: float) -> None:
+        for _ in range(self.options.max_conns):
+            self.connections.append(self.open(time.monotonic()))
+        while any(c.sock for c in self.connections):
+            now = time.monotonic()
+            if now >= deadline:
+                break
+            timeout = min([deadline, *self.timers()]) - now
+            for key, mask in self.selector.select(max(timeout, 0)):
+                self.on_ready(key.data, mask)
+            self.expire(time.monotonic())
+        for conn in self.connections:
+            self.finish(conn, "hung", "still waiting at the global timeout")
+            self.close(conn)
+
+    def open(self, now: float) -> Connection:
+        conn = Connection(started=now, unsent=self.request)
+        try:
+            conn.sock = socket.socket(self.family, socket.SOCK_STREAM)
+        except OSError as exc:
+            self.finish(
+                conn, "failed", f"client socket(): {errno.errorcode.get(exc.errno)}"
+            )
+            return conn
+        conn.sock.setblocking(False)
+        code = conn.sock.connect_ex(self.address)
+        if code not in (0, errno.EINPROGRESS):
+            self.finish(conn, *errno_outcome(code))
+        else:
+            self.selector.register(conn.sock, selectors.EVENT_WRITE, conn)
+        return conn
+
+    def timers(self) -> list[float]:
+        return [t for c in self.connections if c.sock for t in self.deadlines(c)]
+
+    def deadlines(self, conn: Connection) -> tuple[float, ...]:
+        if conn.outcome is None:
+            return (conn.started + self.options.wait,)
+        return (conn.started + self.options.hold,)
+
+    def expire(self, now: float) -> None:
+        for conn in self.connections:
+            if conn.sock is None:
+                continue
+            if conn.outcome is None and now >= conn.started + self.options.wait:
+                self.finish(conn, "hung", self.hung_reason(conn))
+            if conn.outcome is not None and now >= conn.started + self.options.hold:
+                self.close(conn)
+
+    def hung_reason(self, conn: Connection) -> str:
+        if conn.unsent:
+            return "connect not finished"
+        if conn.complete:
+            return "no EOF after the response"
+        return "no complete response"
+
+    def on_ready(self, conn: Connection, mask: int) -> None:
+        try:
+            if conn.unsent:
+                self.send(conn)
+            else:
+                self.receive(conn)
+        except MalformedResponse as exc:
+            self.finish(conn, "failed", f"malformed response: {exc}")
+        except OSError as exc:
+            self.finish(conn, *errno_outcome(exc.errno or 0))
+
+    def send(self, conn: Connection) -> None:
+        code = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if code:
+            raise OSError(code, os.strerror(code))
+        sent = conn.sock.send(conn.unsent)
+        conn.unsent = conn.unsent[sent:]
+        if not conn.unsent:
+            self.selector.modify(conn.sock, selectors.EVENT_READ, conn)
+
+    def receive(self, conn: Connection) -> None:
+        data = conn.sock.recv(65536)
+        conn.received += data
+        head = parse_head(bytes(conn.received))
+        if head is not None:
+            conn.status, headers, offset = head
+            complete = body_complete(conn.status, headers, conn.received[offset:])
+            conn.complete = bool(complete)
+            if not data and complete is None:  # close-delimited body ends at EOF
+                conn.complete = True
+        if conn.complete and (not data or self.options.keep_alive):
+            self.finish(conn, "succeeded", "")
+        elif not data:
+            reason = (
+                "closed mid-response" if conn.received else "closed without a response"
+            )
+            self.finish(conn, "reset", reason)
+
+    def finish(self, conn: Connection, outcome: str, reason: str) -> None:
+        if conn.outcome is not None:
+            return
+        conn.outcome, conn.reason = outcome, reason
+        if conn.sock is not None and conn.sock in self.selector.get_map():
+            self.selector.unregister(conn.sock)
+        self.report({"outcome": outcome, "reason": reason, "status": conn.status})
+        if (
+            conn.sock is not None
+            and time.monotonic() >= conn.started + self.options.hold
+        ):
+            self.close(conn)
+
+    @staticmethod
+    def close(conn: Connection) -> None:
+        if conn.sock is not None:
+            conn.sock.close()
+            conn.sock = None
+
+
+def build_request(options: argparse.Namespace) -> bytes:
+    host = f"[{options.host}]" if ":" in options.host else options.host
+    connection = "keep-alive" if options.keep_alive else "close"
+    return (
+        f"GET {options.path} HTTP/1.1\r\nHost: {host}:{options.port}\r\n"
+        f"User-Agent: wizgy-lesson-client\r\nConnection: {connection}\r\n\r\n"
+    ).encode("latin-1")
+
+
+# -- the parent: fork the clients, collect their reports, kill stragglers --
+
+
+def fork_clients(options, address, family, deadline, pipe) -> list[int]:
+    read_fd, write_fd = pipe
+    pids = []
+    for _ in range(options.max_clients):
+        try:
+            pid = os.fork()
+        except OSError:
+            break  # EAGAIN under a process limit: the missing clients count as failed
+        if pid == 0:
+            os.close(read_fd)
+            run_child(options, address, family, deadline, write_fd)
+        pids.append(pid)
+    return pids
+
+
+def run_child(options, address, family, deadline, write_fd) -> None:
+    status = 1
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+
+        def report(result: dict) -> None:
+            # One line per connection, well under PIPE_BUF: writes never interleave.
+            os.write(write_fd, json.dumps(result).encode() + b"\n")
+
+        Client(options, address, family, report).run(deadline - REPORT_MARGIN)
+        status = 0
+    except Exception:  # noqa: BLE001 -- the child must reach os._exit; say why it died
+        traceback.print_exc()
+    finally:
+        os._exit(status)
+
+
+def collect(read_fd: int, deadline: float) -> list[dict]:
+    results, pending = [], b""
+    with os.fdopen(read_fd, "rb", buffering=0) as pipe:
+        selector = selectors.DefaultSelector()
+        selector.register(pipe, selectors.EVENT_READ)
+        try:
+            while (remaining := deadline - time.monotonic()) > 0:
+                if not selector.select(remaining):
+                    continue
+                data = pipe.read(65536)
+                if not data:
+                    break
+                lines = (pending + data).split(b"\n")
+                pending = lines.pop()
+                results.extend(json.loads(line) for line in lines)
+        except KeyboardInterrupt:
+            pass  # report what the clients said so far
+    return results
+
+
+def stop_clients(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            if os.waitpid(pid, os.WNOHANG) == (0, 0):
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+
+
+def summarise(options, results: list[dict], forked: int, elapsed: float) -> dict:
+    counts = collections.Counter(r["outcome"] for r in results)
+    reasons = collections.Counter(r["reason"] for r in results if r["reason"])
+    missing_forks = (options.max_clients - forked) * options.max_conns
+    unreported = forked * options.max_conns - len(results)
+    counts["failed"] += missing_forks
+    counts["hung"] += unreported
+    if missing_forks:
+        reasons["client fork failed"] += missing_forks
+    if unreported:
+        reasons["not reported before the global timeout"] += unreported
+    statuses = collections.Counter(str(r["status"]) for r in results if r["status"])
+    return {
+        "target": f"{options.host}:{options.port}",
+        "path": options.path,
+        "clients": options.max_clients,
+        "conns_per_client": options.max_conns,
+        "total": options.max_clients * options.max_conns,
+        **{outcome: counts[outcome] for outcome in OUTCOMES},
+        "statuses": dict(sorted(statuses.items())),
+        "reasons": dict(reasons.most_common()),
+        "elapsed": round(elapsed, 3),
+    }
+
+
+def print_report(summary: dict) -> None:
+    print(
+        f"{summary['target']} GET {summary['path']}: {summary['clients']} clients x "
+        f"{summary['conns_per_client']} connections = {summary['total']}"
+    )
+    for outcome in OUTCOMES:
+        print(f"  {outcome:<10} {summary[outcome]}")
+    statuses = ", ".join(f"{s} x{n}" for s, n in summary["statuses"].items())
+    print(f"  statuses   {statuses or '-'}")
+    for reason, n in summary["reasons"].items():
+        print(f"  {n:>6} {reason}")
+    print(f"finished in {summary['elapsed']:.2f}s")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Lesson client: forked clients holding many HTTP connections.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--path", default="/hello")
+    parser.add_argument(
+        "--max-clients", type=int, default=1, help="forked client processes"
+    )
+    parser.add_argument(
+        "--max-conns", type=int, default=1, help="connections per client"
+    )
+    parser.add_argument(
+        "--hold",
+        type=float,
+        default=0.0,
+        help="keep each connection open this long (s)",
+    )
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=5.0,
+        help="a connection without a full response by then hung",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=60.0, help="bound on the whole run (s)"
+    )
+    parser.add_argument(
+        "--keep-alive",
+        action="store_true",
+        help="send Connection: keep-alive; expect no EOF",
+    )
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    options = parser.parse_args(argv)
+    if options.max_clients < 1 or options.max_conns < 1:
+        parser.error("--max-clients and --max-conns must be at least 1")
+    if options.timeout <= 0 or options.wait <= 0 or options.hold < 0:
+        parser.error("--timeout and --wait must be positive, --hold not negative")
+    if not options.path.startswith("/"):
+        parser.error("--path must start with /")
+    return options
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_args(argv)
+    try:
+        family, _, _, _, address = socket.getaddrinfo(
+            options.host, options.port, type=socket.SOCK_STREAM
+        )[0]
+    except socket.gaierror as exc:
+        print(f"lesson_client: cannot resolve {options.host}: {exc}", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    deadline = started + options.timeout
+    read_fd, write_fd = os.pipe()
+    pids = fork_clients(options, address, family, deadline, (read_fd, write_fd))
+    os.close(write_fd)
+    try:
+        results = collect(read_fd, deadline)
+    finally:
+        stop_clients(pids)
+    summary = summarise(options, results, len(pids), time.monotonic() - started)
+    if options.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print_report(summary)
+    all_good = summary["succeeded"] == summary["total"] and all(
+        int(status) < 400 for status in summary["statuses"]
+    )
+    return 0 if all_good else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

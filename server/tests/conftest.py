@@ -1,0 +1,197 @@
+"""Shared test helpers: wizgy as a real subprocess on port 0, and raw sockets.
+
+    with run_wizgy("-k", "threaded", "testapp:app", cwd=APPS) as server:
+        server.port, server.url, server.proc, server.output()
+
+The server runs in its own process group; on exit it gets SIGTERM, then SIGKILL for
+the whole group if it lingers, so no test leaves a process behind even on failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+SERVER = TESTS.parent
+REPO = SERVER.parent
+APPS = REPO / "apps"
+TEST_APPS = TESTS / "apps"
+
+# Every model; behaviour tests are written once and parametrised over these.
+MODELS = ["iterative", "threaded", "fork", "prefork"]
+AVAILABLE_MODELS = [m for m in MODELS if (SERVER / "wizgy" / "models" / f"{m}.py").exists()]
+
+LISTENING = re.compile(r"Listening at: http://127\.0\.0\.1:(\d+)")
+
+
+class Server:
+    def __init__(self, proc: subprocess.Popen, log_path: Path) -> None:
+        self.proc = proc
+        self.pid = proc.pid
+        self.log_path = log_path
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_output(self, pattern: str, timeout: float = 10.0) -> re.Match:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            m = re.search(pattern, self.output())
+            if m:
+                return m
+            time.sleep(0.05)
+        raise AssertionError(f"{pattern!r} not in server output:\n{self.output()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)  # anything of ours still in the group
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(5)
+        return self.proc.returncode
+
+
+@contextlib.contextmanager
+def run_wizgy(*args: str, env: dict | None = None, cwd=None, bind: bool = True,
+              startup: float = 15.0, preexec_fn=None):
+    """Start `python -m wizgy -b 127.0.0.1:0 ARGS`; yield a Server once it listens."""
+    full_env = {**os.environ, "PYTHONPATH": f"{SERVER}:{TEST_APPS}:{APPS}",
+                "PYTHONUNBUFFERED": "1"}
+    full_env.update(env or {})
+    cmd = [sys.executable, "-m", "wizgy", *(["-b", "127.0.0.1:0"] if bind else []), *args]
+    with tempfile.TemporaryDirectory(prefix="wizgy-test-") as tmp:
+        log_path = Path(tmp) / "server.log"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env,
+                                    cwd=cwd or TEST_APPS, start_new_session=True,
+                                    preexec_fn=preexec_fn)
+        server = Server(proc, log_path)
+        try:
+            deadline = time.monotonic() + startup
+            while True:
+                m = LISTENING.search(server.output())
+                if m:
+                    server.port = int(m.group(1))
+                    break
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"wizgy did not start ({cmd}):\n{server.output()}")
+                time.sleep(0.02)
+            if "prefork" in args or "sync" in args or "gthread" in args:
+                time.sleep(0.3)  # let the workers boot before the test counts on them
+            yield server
+        finally:
+            server.stop()
+
+
+def connect(port: int, timeout: float = 5.0) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    return sock
+
+
+def read_until_close(sock: socket.socket, timeout: float = 5.0) -> bytes:
+    """Everything the server sends until it closes (raises on timeout)."""
+    sock.settimeout(timeout)
+    chunks = []
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            return b"".join(chunks)
+        chunks.append(data)
+
+
+def exchange(port: int, raw: bytes, timeout: float = 5.0) -> bytes:
+    """Send raw bytes, half-close nothing, and read until the server closes."""
+    with connect(port, timeout) as sock:
+        sock.sendall(raw)
+        return read_until_close(sock, timeout)
+
+
+def read_response(sock: socket.socket, timeout: float = 5.0) -> tuple[int, dict, bytes]:
+    """Read one Content-Length or chunked response from a keep-alive socket."""
+    sock.settimeout(timeout)
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        data = sock.recv(65536)
+        if not data:
+            raise ConnectionError(f"closed before a full head: {buf!r}")
+        buf += data
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    if "content-length" in headers:
+        length = int(headers["content-length"])
+        while len(rest) < length:
+            data = sock.recv(65536)
+            if not data:
+                raise ConnectionError("closed mid-body")
+            rest += data
+        return status, headers, rest[:length]
+    if headers.get("transfer-encoding") == "chunked":
+        body = b""
+        while True:
+            while b"\r\n" not in rest:
+                rest += sock.recv(65536)
+            size_line, _, rest = rest.partition(b"\r\n")
+            size = int(size_line.split(b";")[0], 16)
+            while len(rest) < size + 2:
+                data = sock.recv(65536)
+                if not data:
+                    raise ConnectionError("closed mid-chunk")
+                rest += data
+            if size == 0:
+                return status, headers, body
+            body += rest[:size]
+            rest = rest[size + 2:]
+    return status, headers, rest
+
+
+def children_of(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except FileNotFoundError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def zombies_of(pid: int) -> list[int]:
+    out = []
+    for child in children_of(pid):
+        with contextlib.suppress(FileNotFoundError):
+            if Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                out.append(child)
+    return out
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+@pytest.fixture(params=AVAILABLE_MODELS)
+def model(request) -> str:
+    return request.param

@@ -1,0 +1,113 @@
+"""`wizgy [OPTIONS] MODULE:CALLABLE`: read settings, load the app, bind, run a model.
+
+Everything that can be wrong with the configuration is found here, before any
+process is forked, and reported as one line with exit status 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import socket
+import sys
+
+from . import config, models
+from .config import ConfigError, Settings
+from .connection import ServerContext
+from .log import Logs
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        settings = config.parse(argv)
+        if settings.print_config:
+            print(config.describe(settings))
+            return 0
+        logs = Logs(settings.error_logfile, settings.access_logfile, settings.log_level)
+        app = load_app(settings)
+        listeners = [bind(address, settings.backlog) for address in settings.bind]
+    except ConfigError as error:
+        print(f"wizgy: error: {error}", file=sys.stderr)
+        return 2
+    model_cls = models.get(settings.worker_model)
+    multithread, multiprocess = model_cls.flags(settings)
+    ctx = ServerContext(app, settings, logs, multithread=multithread, multiprocess=multiprocess)
+    for listener in listeners:
+        logs.error.info("Listening at: %s (%s)", url_of(listener), os.getpid())
+    logs.error.info("Using model: %s%s", settings.model,
+                    f" (lesson: {settings.lesson})" if settings.lesson else "")
+    code = model_cls(ctx, listeners).run()
+    logs.error.info("Shutting down: %s", "done" if code == 0 else f"exit status {code}")
+    return code
+
+
+def load_app(settings: Settings):
+    """Import MODULE:CALLABLE (default callable: `application`)."""
+    spec = settings.app
+    if not spec:
+        raise ConfigError("no application given: pass MODULE:CALLABLE or set WIZGY_APP")
+    if settings.chdir:
+        try:
+            os.chdir(settings.chdir)
+        except OSError as error:
+            raise ConfigError(f"--chdir {settings.chdir}: {error.strerror}") from None
+    paths = [p for p in (settings.pythonpath or "").split(",") if p]
+    sys.path[:0] = [os.path.abspath(p) for p in paths] + [os.getcwd()]
+    module_name, _, attribute = spec.partition(":")
+    attribute = attribute or "application"
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as error:
+        raise ConfigError(
+            f"cannot import module {module_name!r}: {type(error).__name__}: {error}"
+        ) from None
+    try:
+        app = getattr(module, attribute)
+    except AttributeError:
+        raise ConfigError(f"module {module_name!r} has no attribute {attribute!r}") from None
+    if not callable(app):
+        raise ConfigError(f"{spec} is not callable (it is a {type(app).__name__})")
+    return app
+
+
+def bind(address: str, backlog: int) -> socket.socket:
+    """A listening socket for HOST:PORT, [IPv6]:PORT or unix:PATH."""
+    if address.startswith("unix:"):
+        path = address[5:]
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        if os.path.exists(path):
+            os.unlink(path)  # a stale socket file from an earlier run
+        target = path
+    else:
+        host, port = parse_address(address)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        target = (host, port)
+    try:
+        sock.bind(target)
+        sock.listen(backlog)
+    except OSError as error:
+        sock.close()
+        raise ConfigError(f"cannot bind {address}: {error.strerror or error}") from None
+    sock.set_inheritable(False)
+    return sock
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    if address.startswith("["):
+        host, sep, port = address[1:].partition("]:")
+    else:
+        host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535 or "]" in host:
+        raise ConfigError(f"cannot parse bind address {address!r}: expected HOST:PORT, "
+                          "[IPv6]:PORT or unix:PATH")
+    return host or "0.0.0.0", int(port)
+
+
+def url_of(listener: socket.socket) -> str:
+    if listener.family == socket.AF_UNIX:
+        return f"unix:{listener.getsockname()}"
+    host, port = listener.getsockname()[:2]
+    return f"http://[{host}]:{port}" if listener.family == socket.AF_INET6 else \
+        f"http://{host}:{port}"

@@ -1,0 +1,239 @@
+"""Settings: every option defined once, with its flag, env var, default, check and help.
+
+`Settings` is a frozen dataclass; each field's metadata holds the rest. The command
+line (`wizgy --help`), the environment (`WIZGY_<NAME>`), `--print-config` and the
+README's option table are all generated from it. Flag names follow gunicorn's where
+gunicorn has the option, so operators feel at home.
+
+Precedence: command line, then environment, then default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field, fields
+
+MODELS = ("iterative", "threaded", "fork", "prefork", "sync", "gthread")
+LESSONS = ("keep-duplicate-fds", "no-reap", "reap-once")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+class ConfigError(Exception):
+    """Bad configuration: printed as one line, exit status 2."""
+
+
+def non_negative(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError(f"must be 0 or more, not {number}")
+    return number
+
+
+def positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError(f"must be 1 or more, not {number}")
+    return number
+
+
+def seconds(value: str) -> float:
+    number = float(value)
+    if number < 0:
+        raise ValueError(f"must be 0 or more seconds, not {value}")
+    return number
+
+
+def boolean(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true or false, not {value!r}")
+
+
+def option(*flags: str, help: str, type=str, choices=None, repeat=False, env: tuple = (),
+           metavar: str | None = None, flag_only=False):
+    """Field metadata for one setting. `env` lists extra variables besides WIZGY_<NAME>."""
+    return {"flags": flags, "help": help, "type": type, "choices": choices, "repeat": repeat,
+            "env": env, "metavar": metavar, "flag_only": flag_only}
+
+
+@dataclass(frozen=True)
+class Settings:
+    app: str | None = field(default=None, metadata=option(
+        help="The WSGI application as MODULE:CALLABLE (e.g. flaskapp:app).",
+        metavar="MODULE:CALLABLE"))
+    bind: tuple[str, ...] = field(default=("127.0.0.1:8000",), metadata=option(
+        "-b", "--bind", repeat=True, metavar="ADDRESS",
+        help="Address to listen on: HOST:PORT, [::1]:PORT or unix:PATH. Repeatable; "
+             "the environment variable takes a comma-separated list."))
+    workers: int = field(default=1, metadata=option(
+        "-w", "--workers", type=positive, env=("WEB_CONCURRENCY",),
+        help="Worker processes of the prefork model."))
+    threads: int = field(default=1, metadata=option(
+        "--threads", type=positive,
+        help="Threads per process of the threaded model (prefork: >1 runs threaded workers)."))
+    model: str = field(default="threaded", metadata=option(
+        "-k", "--model", choices=MODELS,
+        help="Concurrency model. sync and gthread are gunicorn's names for prefork "
+             "workers running iterative and threaded."))
+    backlog: int = field(default=2048, metadata=option(
+        "--backlog", type=positive, help="Pending connections the kernel queues (listen())."))
+    keep_alive: float = field(default=5.0, metadata=option(
+        "--keep-alive", type=seconds, metavar="SECONDS",
+        help="How long an idle keep-alive connection is kept open."))
+    timeout: float = field(default=30.0, metadata=option(
+        "-t", "--timeout", type=seconds, metavar="SECONDS",
+        help="Time for a request head to arrive and for each read and write; prefork "
+             "kills a worker silent this long. 0 disables."))
+    graceful_timeout: float = field(default=30.0, metadata=option(
+        "--graceful-timeout", type=seconds, metavar="SECONDS",
+        help="On SIGTERM, how long in-flight requests may take before the hard stop."))
+    limit_request_line: int = field(default=8190, metadata=option(
+        "--limit-request-line", type=non_negative, metavar="BYTES",
+        help="Longest request line (414 above it); 0 = unlimited."))
+    limit_request_fields: int = field(default=100, metadata=option(
+        "--limit-request-fields", type=non_negative, metavar="N",
+        help="Most header fields in a request (431 above it)."))
+    limit_request_field_size: int = field(default=8190, metadata=option(
+        "--limit-request-field_size", "--limit-request-field-size", type=non_negative,
+        metavar="BYTES", help="Longest header field (431 above it); 0 = unlimited."))
+    max_body: int = field(default=1 << 30, metadata=option(
+        "--max-body", type=non_negative, metavar="BYTES",
+        help="Largest request body (413 above it); 0 = unlimited."))
+    access_logfile: str | None = field(default=None, metadata=option(
+        "--access-logfile", metavar="FILE",
+        help="Access log in Combined Log Format; - is stdout. Off by default."))
+    error_logfile: str = field(default="-", metadata=option(
+        "--error-logfile", metavar="FILE", help="Error log; - is stderr."))
+    log_level: str = field(default="info", metadata=option(
+        "--log-level", choices=LOG_LEVELS, help="Least severe error-log level written."))
+    forwarded_allow_ips: str = field(default="127.0.0.1", metadata=option(
+        "--forwarded-allow-ips", metavar="IPS",
+        help="Comma-separated peers whose X-Forwarded-For/-Proto are trusted; * = all."))
+    root_path: str = field(default="", metadata=option(
+        "--root-path", metavar="PATH", help="SCRIPT_NAME: the path the app is mounted at."))
+    chdir: str | None = field(default=None, metadata=option(
+        "--chdir", metavar="DIR", help="Change to this directory before loading the app."))
+    pythonpath: str | None = field(default=None, metadata=option(
+        "--pythonpath", metavar="DIRS",
+        help="Comma-separated directories to put first on sys.path."))
+    max_children: int = field(default=1024, metadata=option(
+        "--max-children", type=positive,
+        help="fork model: most children at once; the parent stops accepting at the bound."))
+    max_requests: int = field(default=0, metadata=option(
+        "--max-requests", type=non_negative,
+        help="prefork: recycle a worker after this many requests; 0 = never."))
+    max_requests_jitter: int = field(default=0, metadata=option(
+        "--max-requests-jitter", type=non_negative,
+        help="prefork: add up to this many to --max-requests, per worker."))
+    lesson: str | None = field(default=None, metadata=option(
+        "--lesson", choices=LESSONS,
+        help="Run the fork model with one of part 3's bugs put back (see labs)."))
+    status_bind: str | None = field(default=None, metadata=option(
+        "--status-bind", metavar="HOST:PORT",
+        help="Serve /status (JSON) and /metrics on this separate address. Off by default."))
+    print_config: bool = field(default=False, metadata=option(
+        "--print-config", type=boolean, flag_only=True,
+        help="Print the resolved settings and exit."))
+
+    @property
+    def worker_model(self) -> str:
+        """The model's canonical name (gunicorn's aliases resolved)."""
+        return {"sync": "prefork", "gthread": "prefork"}.get(self.model, self.model)
+
+    @property
+    def worker_threads(self) -> int:
+        return max(self.threads, 2) if self.model == "gthread" else self.threads
+
+
+def env_names(f) -> tuple[str, ...]:
+    return ("WIZGY_" + f.name.upper(),) + f.metadata["env"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wizgy", description="wizgy: a WSGI server built from first principles.",
+        epilog="Every option can also be set as WIZGY_<OPTION>, e.g. WIZGY_WORKERS=4.",
+    )
+    for f in fields(Settings):
+        meta = f.metadata
+        kwargs = {"help": meta["help"] + f" [env {', '.join(env_names(f))}]",
+                  "default": None}
+        if f.name == "app":
+            parser.add_argument("app", nargs="?", metavar=meta["metavar"], **kwargs)
+            continue
+        if meta["flag_only"]:
+            parser.add_argument(*meta["flags"], dest=f.name, action="store_const",
+                                const="true", **kwargs)
+            continue
+        if meta["repeat"]:
+            kwargs["action"] = "append"
+        if meta["choices"]:
+            kwargs["choices"] = meta["choices"]
+        if meta["metavar"]:
+            kwargs["metavar"] = meta["metavar"]
+        parser.add_argument(*meta["flags"], dest=f.name, **kwargs)
+    return parser
+
+
+def parse(argv: list[str] | None = None, environ=None) -> Settings:
+    """Settings from the command line and the environment. Raises ConfigError."""
+    environ = os.environ if environ is None else environ
+    args = build_parser().parse_args(argv)
+    values = {}
+    for f in fields(Settings):
+        raw = getattr(args, f.name)
+        source = "--" + f.name.replace("_", "-")
+        if raw is None:
+            for name in env_names(f):
+                if environ.get(name, "") != "":
+                    raw, source = environ[name], name
+                    if f.metadata["repeat"]:
+                        raw = [part.strip() for part in raw.split(",") if part.strip()]
+                    break
+        if raw is None:
+            continue
+        values[f.name] = convert(f, raw, source)
+    return Settings(**values)
+
+
+def convert(f, raw, source: str):
+    meta = f.metadata
+    if meta["repeat"]:
+        return tuple(convert_one(f, item, source) for item in raw)
+    return convert_one(f, raw, source)
+
+
+def convert_one(f, raw: str, source: str):
+    meta = f.metadata
+    try:
+        value = meta["type"](raw)
+    except ValueError as error:
+        raise ConfigError(f"{source}: {error}") from None
+    if meta["choices"] and value not in meta["choices"]:
+        raise ConfigError(f"{source}: {value!r} is not one of {', '.join(meta['choices'])}")
+    return value
+
+
+def describe(settings: Settings) -> str:
+    """--print-config: one `name = value` line per setting."""
+    return "\n".join(f"{f.name:26} = {getattr(settings, f.name)!r}" for f in fields(Settings))
+
+
+def markdown_table() -> str:
+    """The README's option table, generated from the one definition above."""
+    rows = ["| Option | Environment | Default | Meaning |", "|---|---|---|---|"]
+    for f in fields(Settings):
+        meta = f.metadata
+        flags = ", ".join(f"`{flag}`" for flag in meta["flags"]) or f"`{meta['metavar']}`"
+        envs = ", ".join(f"`{name}`" for name in env_names(f))
+        default = f.default if not isinstance(f.default, tuple) else ",".join(f.default)
+        rows.append(f"| {flags} | {envs} | `{default}` | {meta['help']} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":  # python -m wizgy.config  -> the README table
+    print(markdown_table())

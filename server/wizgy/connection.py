@@ -1,0 +1,292 @@
+"""One client connection, served with blocking socket calls: the piece every model shares.
+
+Call flow (a model decides only *who* runs this, and when):
+
+    conn = Connection(sock, peer, ctx)
+    conn.serve()                        # loop until the connection should close
+      handle_request()                  # one request and its response
+        _read_head()                    # recv() into the parser until a Request
+        _respond(request)               # environ + wsgi.input -> wsgi.run_app -> send
+          _read_body(n)                 # wsgi.input pulls body bytes on demand
+        _finish_body()                  # drain what the app left unread, or close
+
+A model that parks idle keep-alive connections elsewhere (the threaded one) calls
+`handle_request()` itself and checks `parser.has_buffered_data` for pipelining.
+
+Timeouts: a new request's first byte may take `keep_alive` seconds; once it starts,
+the whole head must arrive within `timeout` seconds (else 408); each body read and
+each send may block at most `timeout` seconds.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+
+from . import http
+from .http import NEED_DATA, ClientDisconnected, HTTPError, Request, RequestParser
+from .wsgi import AppError, InputStream, Response, ServerInfo, build_environ, error_response, \
+    run_app
+
+DRAIN_LIMIT = 1 << 16  # unread body bytes we read and discard to keep a connection
+
+
+class Stats:
+    """Counters of one process; the status endpoint adds them up across processes."""
+
+    __slots__ = ("requests_total", "responses_4xx", "responses_5xx", "connections_total",
+                 "active", "idle", "emfile_events", "fork_failures")
+
+    def __init__(self) -> None:
+        self.requests_total = self.responses_4xx = self.responses_5xx = 0
+        self.connections_total = self.active = self.idle = 0
+        self.emfile_events = self.fork_failures = 0
+
+    def count(self, status: int) -> None:
+        self.requests_total += 1
+        if status >= 500:
+            self.responses_5xx += 1
+        elif status >= 400:
+            self.responses_4xx += 1
+
+
+class ServerContext:
+    """Everything a connection needs from the server: app, settings, logs, flags."""
+
+    def __init__(self, app, settings, logs, *, multithread: bool, multiprocess: bool) -> None:
+        self.app = app
+        self.settings = settings
+        self.logs = logs
+        self.multithread = multithread
+        self.multiprocess = multiprocess
+        self.limits = http.Limits(
+            request_line=settings.limit_request_line,
+            fields=settings.limit_request_fields,
+            field_size=settings.limit_request_field_size,
+            max_body=settings.max_body,
+        )
+        allowed = [ip.strip() for ip in settings.forwarded_allow_ips.split(",") if ip.strip()]
+        self.trust_all = "*" in allowed
+        self.trusted = frozenset(allowed)
+        self.stats = Stats()
+        self.stopping = False  # set by the model on graceful shutdown
+
+    def trusts(self, peer_ip: str) -> bool:
+        return self.trust_all or peer_ip in self.trusted or peer_ip == ""  # "" = unix socket
+
+
+class Connection:
+    def __init__(self, sock: socket.socket, peer, ctx: ServerContext) -> None:
+        self.sock = sock
+        self.ctx = ctx
+        self.parser = RequestParser(ctx.limits)
+        self.requests = 0
+        settings = ctx.settings
+        self.timeout = settings.timeout or None
+        self.keep_alive_timeout = settings.keep_alive
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            remote_addr, remote_port = peer[0], str(peer[1])
+            local = sock.getsockname()
+            server_name, server_port = local[0], str(local[1])
+        else:
+            remote_addr, remote_port = "", ""
+            server_name, server_port = "localhost", ""
+        self.info = ServerInfo(
+            server_name=server_name, server_port=server_port,
+            remote_addr=remote_addr, remote_port=remote_port,
+            url_scheme="http", root_path=settings.root_path,
+            multithread=ctx.multithread, multiprocess=ctx.multiprocess,
+            errors=ctx.logs.errors_stream, trust_proxy=ctx.trusts(remote_addr),
+        )
+        # per-request state
+        self._request: Request | None = None
+        self._response: Response | None = None
+        self._body_done = True
+        self._body_error: HTTPError | None = None
+        self._sent_continue = False
+
+    # the loop ------------------------------------------------------------------------
+    def serve(self) -> None:
+        try:
+            while self.handle_request():
+                pass
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def handle_request(self) -> bool:
+        """Serve one request. Returns False when the connection must now be closed."""
+        try:
+            request = self._read_head()
+            if request is None:
+                return False
+            return self._respond(request)
+        except HTTPError as error:
+            self.refuse(error)
+            return False
+        except (ClientDisconnected, ConnectionError, TimeoutError) as error:
+            self.ctx.logs.error.debug("connection from %s closed: %s", self.info.remote_addr,
+                                      error or type(error).__name__)
+            return False
+
+    def _recv(self, timeout: float | None) -> None:
+        self.sock.settimeout(timeout)
+        data = self.sock.recv(65536)
+        self.parser.receive(data)
+
+    def _read_head(self) -> Request | None:
+        parser = self.parser
+        deadline = None
+        while True:
+            event = parser.next_event()
+            if event is not NEED_DATA:
+                if type(event) is http.ConnectionClosed:
+                    return None
+                return event
+            if not parser.has_buffered_data and deadline is None:
+                # Waiting for a request to begin: an idle keep-alive may just end.
+                try:
+                    self._recv(self.keep_alive_timeout if self.requests else self.timeout)
+                except TimeoutError:
+                    return None
+                continue
+            if deadline is None and self.timeout:
+                deadline = time.monotonic() + self.timeout
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise HTTPError(408, "request head not received in time")
+            try:
+                self._recv(remaining)
+            except TimeoutError:
+                raise HTTPError(408, "request head not received in time") from None
+
+    # one request ------------------------------------------------------------------------
+    def _respond(self, request: Request) -> bool:
+        ctx = self.ctx
+        self.requests += 1
+        self._request = request
+        self._body_done = False
+        self._body_error = None
+        self._sent_continue = False
+        wsgi_input = InputStream(self._read_body)
+        environ = build_environ(request, wsgi_input, self.info)
+        keep_alive = request.keep_alive and not ctx.stopping
+        resp = Response(request, self._send, keep_alive=keep_alive, check=self._check_body)
+        self._response = resp
+        started = time.perf_counter()
+        try:
+            run_app(ctx.app, environ, resp, self._sendfile)
+        except (ConnectionError, TimeoutError):
+            return False  # the client left while we were answering
+        except Exception as error:
+            return self._app_failed(request, resp, error)
+        keep_alive = resp.keep_alive and self._finish_body()
+        ctx.stats.count(resp.status_code)
+        if ctx.logs.access_enabled:
+            ctx.logs.access(environ, resp.status_code, resp.bytes_sent,
+                            time.perf_counter() - started)
+        return keep_alive and not ctx.stopping
+
+    def _app_failed(self, request: Request, resp: Response, error: Exception) -> bool:
+        if isinstance(error, HTTPError):  # a bad body surfaced while the app read it
+            status, message = error.status, error.message
+            self.ctx.logs.error.info("refused %s %s from %s: %s", request.method,
+                                     request.target, self.info.remote_addr, error)
+        elif isinstance(error, ClientDisconnected):
+            return False
+        else:
+            status, message = 500, "The server could not complete your request."
+            what = "broke the WSGI contract" if isinstance(error, AppError) else "raised"
+            self.ctx.logs.error.error("app %s on %s %s", what, request.method, request.target,
+                                      exc_info=sys.exc_info())
+        self.ctx.stats.count(status)
+        if not resp.headers_sent:
+            try:
+                self._send(error_response(status, message))
+            except OSError:
+                pass
+        return False
+
+    def refuse(self, error: HTTPError) -> None:
+        """The peer sent something we refuse: a short 4xx/5xx, then we close."""
+        self.ctx.stats.count(error.status)
+        self.ctx.logs.error.info("refused request from %s: %s", self.info.remote_addr, error)
+        if self._response is not None and self._response.headers_sent:
+            return  # mid-response: all we can do is close
+        try:
+            self._send(error_response(error.status, error.message))
+        except OSError:
+            pass
+
+    # the body -------------------------------------------------------------------------
+    def _read_body(self, size: int) -> bytes:
+        if self._body_done:
+            return b""
+        request, parser = self._request, self.parser
+        if request.expect_continue and not self._sent_continue:
+            self._sent_continue = True
+            if not self._response.headers_sent:
+                self._send(b"HTTP/1.1 100 Continue\r\n\r\n")  # RFC 9110 10.1.1
+        try:
+            while True:
+                event = parser.next_event()
+                if event is NEED_DATA:
+                    self._recv(self.timeout)
+                elif type(event) is http.Data:
+                    return event.data
+                else:  # EndOfMessage
+                    self._body_done = True
+                    return b""
+        except HTTPError as error:
+            self._body_error = error
+            raise
+
+    def _check_body(self) -> None:
+        """Called as response headers go out: a bad body overrides the app's answer, and
+        a body too big to drain afterwards means this response must say it will close."""
+        if self._body_error is not None:
+            raise self._body_error
+        if not self._body_done:
+            request = self._request
+            if (request.expect_continue and not self._sent_continue) or (
+                request.content_length is not None and request.content_length > DRAIN_LIMIT
+            ):
+                self._response.keep_alive = False
+
+    def _finish_body(self) -> bool:
+        """After the response: consume what the app left of the body, if it is small."""
+        if self._body_done:
+            return True
+        request = self._request
+        if request.expect_continue and not self._sent_continue:
+            return False  # the client may or may not send the body now: close
+        if self._body_error is not None:
+            return False
+        budget = DRAIN_LIMIT
+        if request.content_length is not None and request.content_length > budget:
+            return False
+        try:
+            while budget > 0:
+                data = self._read_body(budget)
+                if not data:
+                    return True
+                budget -= len(data)
+        except (HTTPError, ClientDisconnected, OSError):
+            return False
+        return self._body_done
+
+    # sending --------------------------------------------------------------------------
+    def _send(self, data: bytes) -> None:
+        self.sock.settimeout(self.timeout)
+        self.sock.sendall(data)
+
+    def _sendfile(self, file, offset: int, count: int) -> int:
+        self.sock.settimeout(self.timeout)
+        return self.sock.sendfile(file, offset, count)

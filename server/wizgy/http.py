@@ -1,0 +1,492 @@
+"""HTTP/1.1 request parsing, sans-IO: bytes in, events out (RFC 9112, server side).
+
+Theory of operation
+-------------------
+A `RequestParser` owns one connection's receive buffer. The connection driver calls
+`receive(data)` with whatever the socket gave it (b"" for end of stream) and then
+`next_event()` until it returns `NEED_DATA`. A request comes out as:
+
+    Request  ->  Data* ->  EndOfMessage
+
+after which the parser is ready for the next (pipelined) request, which may already
+sit in the buffer. Nothing here touches a socket, a clock or a thread.
+
+The head is parsed in one pass: find the blank line, reject stray CR/LF/control bytes
+in one regex search, then match the request line and each field line against the
+ABNF written out below. Everything that decides where one message ends and the next
+begins (Content-Length, Transfer-Encoding, chunk framing) is strict: a request that
+two parsers could read two ways is refused, never guessed at, because that ambiguity
+is what request smuggling exploits (RFC 9112 section 11.2).
+
+Errors are raised as `HTTPError(status, message)`; the caller answers with that
+status, `Connection: close`, and closes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# --- ABNF (RFC 9110 section 5.6, RFC 9112 sections 3 and 5) ----------------------------
+
+# token = 1*tchar ; tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" / "." /
+#                           "^" / "_" / "`" / "|" / "~" / DIGIT / ALPHA
+TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
+
+# request-line = method SP request-target SP HTTP-version   (single spaces, RFC 9112 3)
+# request-target: visible ASCII only (RFC 3986 characters; no raw UTF-8, no spaces)
+REQUEST_LINE = re.compile(rb"(%s) ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])" % TOKEN)
+
+# field-line = field-name ":" OWS field-value OWS   (no whitespace before the colon,
+# RFC 9112 5.1: a server MUST reject that with 400). Values were already screened for
+# CR, LF, NUL and other controls by FORBIDDEN below. The OWS is stripped with
+# bytes.strip(OWS) rather than in the regex: a lazy `(.*?)[ \t]*` backtracks
+# quadratically on a value full of spaces (0.3 s for one 8 KB field).
+FIELD_LINE = re.compile(rb"(%s):(.*)" % TOKEN, re.DOTALL)
+OWS = b" \t"
+
+# Anything that may not appear in a head outside CRLF line endings: controls other
+# than HTAB (field-vchar, RFC 9110 5.5), a CR not followed by LF, or a bare LF
+# (RFC 9112 2.2 allows a server to accept bare LF; we do not, because a proxy in front
+# may read it differently).
+FORBIDDEN = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)|(?<!\r)\n")
+
+# chunk = chunk-size [ chunk-ext ] CRLF chunk-data CRLF   (RFC 9112 7.1)
+# chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
+CHUNK_SIZE_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})([ \t]*;[\x20-\x7e\t]*)?")
+
+ABSOLUTE_FORM = re.compile(r"(?i:(https?)://)([^/?#]*)([^#]*)")
+
+MAX_CHUNK_LINE = 4096  # a chunk-size line with extensions; longer is abuse
+
+REASONS = {
+    100: "Continue",
+    400: "Bad Request",
+    408: "Request Timeout",
+    413: "Content Too Large",
+    414: "URI Too Long",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    503: "Service Unavailable",
+    505: "HTTP Version Not Supported",
+}
+
+
+class HTTPError(Exception):
+    """The peer sent something we refuse. Knows its status; the driver renders it."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.status} {REASONS.get(self.status, '')}: {self.message}"
+
+
+# --- events -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    method: str
+    target: str  # the request-target as sent (latin-1 text)
+    path: str  # still percent-encoded; the WSGI layer decodes it
+    query: str
+    version: str  # "HTTP/1.1" or "HTTP/1.0"
+    headers: tuple[tuple[str, str], ...]  # (name as sent, value), in order
+    content_length: int | None
+    chunked: bool
+    keep_alive: bool  # what the client asked for; the response may still close
+    expect_continue: bool
+    host: str | None  # from an absolute-form target, else the Host header
+
+
+@dataclass(frozen=True, slots=True)
+class Data:
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class EndOfMessage:
+    trailers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionClosed:
+    """The peer ended its side of the stream between requests."""
+
+
+class _NeedData:
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+NEED_DATA = _NeedData()
+
+END_OF_MESSAGE = EndOfMessage()
+CONNECTION_CLOSED = ConnectionClosed()
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    request_line: int = 8190  # 0 = unlimited
+    fields: int = 100
+    field_size: int = 8190  # 0 = unlimited
+    max_body: int = 1 << 30  # 0 = unlimited
+
+
+# --- the parser -----------------------------------------------------------------------
+
+_HEAD, _END, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS = range(7)
+
+
+class RequestParser:
+    """One connection's request stream. See the module docstring for the flow."""
+
+    def __init__(self, limits: Limits = Limits()) -> None:
+        self.limits = limits
+        self._buf = bytearray()
+        self._eof = False
+        self._state = _HEAD
+        self._remaining = 0  # body bytes left in this Content-Length body or chunk
+        self._body_seen = 0  # body bytes so far, for --max-body on chunked bodies
+        line_limit = limits.request_line or 1 << 20
+        field_limit = limits.field_size or 1 << 20
+        self._max_head = line_limit + 2 + limits.fields * (field_limit + 2) + 2
+
+    # feeding -------------------------------------------------------------------
+    def receive(self, data: bytes) -> None:
+        if data:
+            self._buf += data
+        else:
+            self._eof = True
+
+    @property
+    def has_buffered_data(self) -> bool:
+        """True when bytes of a next request are already here (pipelining)."""
+        return bool(self._buf)
+
+    @property
+    def in_body(self) -> bool:
+        return self._state != _HEAD
+
+    def next_event(self):
+        state = self._state
+        if state == _HEAD:
+            return self._next_head()
+        if state == _END:
+            self._state = _HEAD
+            return END_OF_MESSAGE
+        if state == _LENGTH:
+            return self._next_length_data()
+        return self._next_chunked()
+
+    # head ----------------------------------------------------------------------
+    def _next_head(self):
+        buf = self._buf
+        # RFC 9112 2.2: a server SHOULD ignore at least one empty line before the
+        # request-line (some clients send a CRLF after a POST body).
+        while buf[:2] == b"\r\n":
+            del buf[:2]
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            return self._incomplete_head()
+        head = bytes(buf[:end])
+        del buf[: end + 4]
+        request = self._parse_head(head)
+        self._start_body(request)
+        return request
+
+    def head_complete(self) -> bool:
+        """Will next_event() get through a head without more data? True when the
+        blank line is here, when what is here is already refusable, or at EOF. Lets a
+        selector loop read a head before giving the connection to a thread."""
+        if self._state != _HEAD or self._eof or self._buf.find(b"\r\n\r\n") >= 0:
+            return True
+        try:
+            self._check_partial_head()
+        except HTTPError:
+            return True
+        return False
+
+    def _check_partial_head(self) -> None:
+        buf = self._buf
+        if FORBIDDEN.search(buf, 0, len(buf) - 1 if buf.endswith(b"\r") else len(buf)):
+            self._raise_forbidden(bytes(buf))
+        limit = self.limits.request_line
+        if limit and buf.find(b"\r\n", 0, limit + 2) < 0 and len(buf) > limit + 1:
+            raise HTTPError(414, f"request line longer than {limit} bytes")
+        if len(buf) > self._max_head:
+            raise HTTPError(431, "request head too large")
+
+    def _incomplete_head(self):
+        buf = self._buf
+        self._check_partial_head()
+        if self._eof:
+            if buf:
+                del buf[:]
+            return CONNECTION_CLOSED
+        return NEED_DATA
+
+    @staticmethod
+    def _raise_forbidden(head: bytes):
+        found = FORBIDDEN.search(head).group()
+        if found == b"\r":
+            raise HTTPError(400, "bare CR in request head")
+        if found == b"\n":
+            raise HTTPError(400, "bare LF in request head (lines must end in CRLF)")
+        raise HTTPError(400, f"control character {found!r} in request head")
+
+    def _parse_head(self, head: bytes) -> Request:
+        if FORBIDDEN.search(head):
+            self._raise_forbidden(head)
+        lines = head.split(b"\r\n")
+        method, target, version = self._parse_request_line(lines[0])
+        headers = self._parse_fields(lines, 1)
+        return self._frame(method, target, version, headers)
+
+    def _parse_request_line(self, line: bytes) -> tuple[str, str, str]:
+        limit = self.limits.request_line
+        if limit and len(line) > limit:
+            raise HTTPError(414, f"request line longer than {limit} bytes")
+        m = REQUEST_LINE.fullmatch(line)
+        if m is None:
+            raise HTTPError(400, "malformed request line")
+        method, target, major, minor = m.groups()
+        if major != b"1" or minor not in (b"0", b"1"):
+            raise HTTPError(505, f"HTTP/{major.decode()}.{minor.decode()} is not supported")
+        return method.decode("ascii"), target.decode("ascii"), "HTTP/1." + minor.decode()
+
+    def _parse_fields(self, lines: list[bytes], start: int) -> list[tuple[str, str]]:
+        limits = self.limits
+        if len(lines) - start > limits.fields:
+            raise HTTPError(431, f"more than {limits.fields} header fields")
+        fields = []
+        for line in lines[start:]:
+            if limits.field_size and len(line) > limits.field_size:
+                raise HTTPError(431, f"header field longer than {limits.field_size} bytes")
+            m = FIELD_LINE.fullmatch(line)
+            if m is None:
+                if line[:1] in (b" ", b"\t"):
+                    # RFC 9112 5.2: obs-fold; we reject rather than unfold.
+                    raise HTTPError(400, "obsolete line folding in header")
+                raise HTTPError(400, "malformed header field")
+            value = m.group(2).strip(OWS)
+            fields.append((m.group(1).decode("ascii"), value.decode("latin-1")))
+        return fields
+
+    # framing: decide where this message's body ends (RFC 9112 section 6) -------------
+    def _frame(self, method: str, target: str, version: str, headers) -> Request:
+        content_length = None
+        transfer_encoding = None
+        connection = ""
+        expect = ""
+        hosts = []
+        for name, value in headers:
+            key = name.lower()
+            if key == "content-length":
+                if content_length is not None:
+                    raise HTTPError(400, "more than one Content-Length")
+                content_length = self._content_length(value)
+            elif key == "transfer-encoding":
+                transfer_encoding = (
+                    value if transfer_encoding is None else transfer_encoding + "," + value
+                )
+            elif key == "connection":
+                connection += "," + value.lower()
+            elif key == "expect":
+                expect = value.lower()
+            elif key == "host":
+                hosts.append(value)
+
+        chunked = False
+        if transfer_encoding is not None:
+            if content_length is not None:
+                # RFC 9112 6.1: the classic smuggling vector; refuse outright.
+                raise HTTPError(400, "both Content-Length and Transfer-Encoding")
+            if version == "HTTP/1.0":
+                raise HTTPError(400, "Transfer-Encoding in an HTTP/1.0 request")
+            chunked = self._transfer_coding(transfer_encoding)
+        elif content_length is not None:
+            max_body = self.limits.max_body
+            if max_body and content_length > max_body:
+                raise HTTPError(413, f"body of {content_length} bytes exceeds {max_body}")
+
+        # RFC 9112 3.2: exactly one Host in HTTP/1.1.
+        if len(hosts) > 1:
+            raise HTTPError(400, "more than one Host header")
+        if version == "HTTP/1.1" and not hosts:
+            raise HTTPError(400, "HTTP/1.1 request without Host")
+        host = hosts[0] if hosts else None
+
+        path, query, target_host = self._split_target(method, target)
+        tokens = {t.strip() for t in connection.split(",")}
+        if version == "HTTP/1.1":
+            keep_alive = "close" not in tokens
+        else:
+            keep_alive = "keep-alive" in tokens and "close" not in tokens
+        return Request(
+            method=method,
+            target=target,
+            path=path,
+            query=query,
+            version=version,
+            headers=tuple(headers),
+            content_length=content_length,
+            chunked=chunked,
+            keep_alive=keep_alive,
+            expect_continue=expect == "100-continue" and version == "HTTP/1.1",
+            host=target_host if target_host is not None else host,
+        )
+
+    @staticmethod
+    def _content_length(value: str) -> int:
+        # Content-Length = 1*DIGIT. int() would also take "+5", " 5", "5_0" and "٥".
+        if not value.isascii() or not value.isdigit():
+            raise HTTPError(400, f"malformed Content-Length {value!r}")
+        if len(value) > 18:
+            raise HTTPError(400, "Content-Length too large")
+        return int(value)
+
+    @staticmethod
+    def _transfer_coding(value: str) -> bool:
+        codings = [c.strip().lower() for c in value.split(",")]
+        for coding in codings:
+            if not re.fullmatch(TOKEN.decode(), coding):
+                raise HTTPError(400, f"malformed Transfer-Encoding {value!r}")
+        if codings != ["chunked"]:
+            # RFC 9112 6.1: only a single, final chunked is a body we can delimit.
+            raise HTTPError(501, f"unsupported Transfer-Encoding {value!r}")
+        return True
+
+    @staticmethod
+    def _split_target(method: str, target: str) -> tuple[str, str, str | None]:
+        """Return (path, query, host-from-target) for the four request-target forms."""
+        if "#" in target:
+            raise HTTPError(400, "fragment in request target")
+        host = None
+        if target[0] != "/":
+            if target == "*" and method == "OPTIONS":  # asterisk-form
+                return "*", "", None
+            m = ABSOLUTE_FORM.fullmatch(target)  # absolute-form (RFC 9112 3.2.2)
+            if m is None:
+                if method == "CONNECT":  # authority-form: not for a WSGI origin server
+                    raise HTTPError(400, "CONNECT is not supported")
+                raise HTTPError(400, "malformed request target")
+            host = m.group(2)
+            target = m.group(3) or "/"
+            if target[0] != "/":
+                target = "/" + target
+        path, _, query = target.partition("?")
+        return path, query, host
+
+    def _start_body(self, request: Request) -> None:
+        self._body_seen = 0
+        if request.chunked:
+            self._state = _CHUNK_SIZE
+        elif request.content_length:
+            self._state = _LENGTH
+            self._remaining = request.content_length
+        else:
+            self._state = _END  # no body: EndOfMessage comes next
+
+    # bodies ------------------------------------------------------------------------
+    def _take(self, n: int) -> bytes:
+        buf = self._buf
+        if n >= len(buf):
+            data = bytes(buf)
+            del buf[:]
+        else:
+            data = bytes(buf[:n])
+            del buf[:n]
+        return data
+
+    def _next_length_data(self):
+        if not self._buf:
+            if self._eof:
+                raise ClientDisconnected("client closed the connection mid-body")
+            return NEED_DATA
+        data = self._take(self._remaining)
+        self._remaining -= len(data)
+        if self._remaining == 0:
+            self._state = _END
+        return Data(data)
+
+    def _next_chunked(self):
+        while True:
+            state = self._state
+            buf = self._buf
+            if state == _CHUNK_DATA:
+                if not buf:
+                    return self._need_body_data()
+                data = self._take(self._remaining)
+                self._remaining -= len(data)
+                if self._remaining == 0:
+                    self._state = _CHUNK_END
+                return Data(data)
+            if state == _CHUNK_SIZE:
+                end = buf.find(b"\r\n", 0, MAX_CHUNK_LINE)
+                if end < 0:
+                    if len(buf) >= MAX_CHUNK_LINE or b"\n" in buf:
+                        raise HTTPError(400, "malformed chunk size line")
+                    return self._need_body_data()
+                self._start_chunk(bytes(buf[:end]))
+                del buf[: end + 2]
+            elif state == _CHUNK_END:
+                if len(buf) < 2:
+                    if buf[:1] not in (b"", b"\r"):
+                        raise HTTPError(400, "chunk data not followed by CRLF")
+                    return self._need_body_data()
+                if buf[:2] != b"\r\n":
+                    raise HTTPError(400, "chunk data not followed by CRLF")
+                del buf[:2]
+                self._state = _CHUNK_SIZE
+            else:  # _TRAILERS
+                return self._next_trailers()
+
+    def _start_chunk(self, line: bytes) -> None:
+        m = CHUNK_SIZE_LINE.fullmatch(line)
+        if m is None:
+            raise HTTPError(400, f"malformed chunk size {line[:32]!r}")
+        size = int(m.group(1), 16)
+        if size == 0:
+            self._state = _TRAILERS
+            return
+        self._body_seen += size
+        max_body = self.limits.max_body
+        if max_body and self._body_seen > max_body:
+            raise HTTPError(413, f"chunked body exceeds {max_body} bytes")
+        self._remaining = size
+        self._state = _CHUNK_DATA
+
+    def _next_trailers(self):
+        buf = self._buf
+        if buf[:2] == b"\r\n":
+            del buf[:2]
+            self._state = _HEAD
+            return END_OF_MESSAGE
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buf) > self._max_head:
+                raise HTTPError(431, "trailer section too large")
+            if FORBIDDEN.search(buf, 0, len(buf) - 1 if buf.endswith(b"\r") else len(buf)):
+                self._raise_forbidden(bytes(buf))
+            return self._need_body_data()
+        block = bytes(buf[:end])
+        del buf[: end + 4]
+        if FORBIDDEN.search(block):
+            self._raise_forbidden(block)
+        trailers = self._parse_fields(block.split(b"\r\n"), 0)
+        self._state = _HEAD
+        return EndOfMessage(tuple(trailers))
+
+    def _need_body_data(self):
+        if self._eof:
+            raise ClientDisconnected("client closed the connection mid-body")
+        return NEED_DATA
+
+
+class ClientDisconnected(ConnectionError):
+    """The peer went away in the middle of a request body."""

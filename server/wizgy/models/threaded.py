@@ -1,0 +1,171 @@
+"""-k threaded: a bounded pool of threads; idle connections wait in a selector.
+
+Flow
+    main thread   select() over the listeners, a wakeup pipe and every parked
+                  (idle) connection:
+                    listener readable    -> accept, park the connection
+                    connection readable  -> recv() what is there into its parser; once
+                                            a whole head is in (or an error, or EOF),
+                                            hand the connection to the pool
+                    parked too long      -> close it (keep-alive over), or 408 if a head
+                                            had started
+    pool thread   conn.handle_request(), again while pipelined requests are buffered,
+                  then gives the connection back to the main thread to park.
+
+Why this shape: a thread per idle keep-alive connection lets 1,000 idle clients (or
+500 clients dribbling a header byte a second) starve everyone else. Parked
+connections cost a selector slot, not a thread; a thread is only spent on a request
+whose head has fully arrived. A connection belongs to exactly one side at a time.
+
+Lesson: compare with -k iterative: `/sleep?s=5` on one client no longer blocks
+another, up to --threads at once. What breaks it: more slow *requests* than threads
+(the pool is bounded on purpose); what fixes that: more threads or more processes.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import selectors
+import threading
+import time
+
+from ..connection import Connection
+from ..http import HTTPError
+from .base import Model
+
+WAKEUP = "wakeup"
+
+
+class ThreadedModel(Model):
+    name = "threaded"
+    multithread = True
+
+    def run(self) -> int:
+        self.install_signals()
+        try:
+            self.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.close_listeners()
+        return 0
+
+    def serve_forever(self) -> None:
+        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self.returned: queue.SimpleQueue = queue.SimpleQueue()
+        self.parked: dict[Connection, float] = {}  # connection -> deadline
+        self.selector = selectors.DefaultSelector()
+        for listener in self.listeners:
+            self.selector.register(listener, selectors.EVENT_READ, listener)
+        self.selector.register(self.wakeup_r, selectors.EVENT_READ, WAKEUP)
+        self.pool = [threading.Thread(target=self.work, name=f"wizgy-{i}", daemon=True)
+                     for i in range(self.ctx.settings.threads)]
+        for thread in self.pool:
+            thread.start()
+        try:
+            while self.stop is None:
+                self.poll()
+            self.finish_in_flight()
+        finally:
+            for conn in list(self.parked):
+                self.unpark(conn).close()
+            self.selector.close()
+
+    # main thread --------------------------------------------------------------------
+    def poll(self) -> None:
+        for key, _ in self.selector.select(timeout=1.0):
+            if key.data is WAKEUP:
+                self.drain_wakeup()
+                self.park_returned()
+            elif isinstance(key.data, Connection):
+                self.read_parked(key.data)
+            else:
+                self.accept_all(key.data)
+        self.expire_parked()
+        self.ctx.stats.idle = len(self.parked)
+
+    def accept_all(self, listener) -> None:
+        for _ in range(64):  # bounded, so parked connections get their turn too
+            accepted = self.accept(listener)
+            if accepted is None:
+                return
+            self.ctx.stats.connections_total += 1
+            self.park(Connection(*accepted, self.ctx))
+
+    def park(self, conn: Connection) -> None:
+        settings = self.ctx.settings
+        wait = settings.keep_alive if conn.requests else settings.timeout or 3600.0
+        self.parked[conn] = time.monotonic() + wait
+        self.selector.register(conn.sock, selectors.EVENT_READ, conn)
+
+    def unpark(self, conn: Connection) -> Connection:
+        del self.parked[conn]
+        self.selector.unregister(conn.sock)
+        return conn
+
+    def park_returned(self) -> None:
+        while True:
+            try:
+                conn = self.returned.get_nowait()
+            except queue.Empty:
+                return
+            self.park(conn)
+
+    def read_parked(self, conn: Connection) -> None:
+        parser = conn.parser
+        started = parser.has_buffered_data
+        try:
+            data = conn.sock.recv(65536)  # readable, so this does not block
+        except OSError:
+            self.unpark(conn).close()
+            return
+        if not data and not started:
+            self.unpark(conn).close()  # the client ended an idle keep-alive connection
+            return
+        parser.receive(data)
+        if parser.head_complete():
+            self.jobs.put(self.unpark(conn))
+        elif not started and self.ctx.settings.timeout:
+            # The head has begun: it now has --timeout seconds to arrive (else 408).
+            self.parked[conn] = time.monotonic() + self.ctx.settings.timeout
+
+    def expire_parked(self) -> None:
+        now = time.monotonic()
+        for conn, deadline in list(self.parked.items()):
+            if deadline <= now:
+                self.unpark(conn)
+                if conn.parser.has_buffered_data:
+                    conn.refuse(HTTPError(408, "request head not received in time"))
+                conn.close()
+
+    def finish_in_flight(self) -> None:
+        """Graceful stop: no new connections; let the pool finish what it holds."""
+        self.close_listeners()
+        for _ in self.pool:
+            self.jobs.put(None)
+        deadline = time.monotonic() + self.ctx.settings.graceful_timeout
+        for thread in self.pool:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    # pool threads -------------------------------------------------------------------
+    def work(self) -> None:
+        while (conn := self.jobs.get()) is not None:
+            self.ctx.stats.active += 1
+            try:
+                keep = conn.handle_request()
+                while keep and conn.parser.has_buffered_data and self.stop is None:
+                    keep = conn.handle_request()  # pipelined requests, in order
+            except Exception:
+                self.log.exception("unexpected error serving a connection")
+                keep = False
+            finally:
+                self.ctx.stats.active -= 1
+            if keep and self.stop is None:
+                self.returned.put(conn)
+                try:
+                    os.write(self.wakeup_w, b"\0")
+                except BlockingIOError:
+                    pass  # the pipe is full, so the main thread will wake anyway
+            else:
+                conn.close()
