@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import weakref
 from pathlib import Path
 
 import pytest
@@ -41,12 +42,15 @@ class Server:
         self.pid = proc.pid
         self.log_path = log_path
         self.port = 0
+        self.final_output: str | None = None  # kept once the log file is gone
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def output(self) -> str:
+        if self.final_output is not None:
+            return self.final_output
         return self.log_path.read_text(errors="replace")
 
     def wait_for_output(self, pattern: str, timeout: float = 10.0) -> re.Match:
@@ -103,6 +107,7 @@ def run_wizgy(*args: str, env: dict | None = None, cwd=None, bind: bool = True,
             yield server
         finally:
             server.stop()
+            server.final_output = server.output()
 
 
 def connect(port: int, timeout: float = 5.0) -> socket.socket:
@@ -128,10 +133,19 @@ def exchange(port: int, raw: bytes, timeout: float = 5.0) -> bytes:
         return read_until_close(sock, timeout)
 
 
+_leftover: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def read_response(sock: socket.socket, timeout: float = 5.0) -> tuple[int, dict, bytes]:
-    """Read one Content-Length or chunked response from a keep-alive socket."""
+    """Read one Content-Length or chunked response from a keep-alive socket; bytes of
+    the next (pipelined) response are kept for the next call."""
+    status, headers, body, rest = _read_response(sock, timeout, _leftover.pop(sock, b""))
+    _leftover[sock] = rest
+    return status, headers, body
+
+
+def _read_response(sock, timeout, buf):
     sock.settimeout(timeout)
-    buf = b""
     while b"\r\n\r\n" not in buf:
         data = sock.recv(65536)
         if not data:
@@ -151,12 +165,15 @@ def read_response(sock: socket.socket, timeout: float = 5.0) -> tuple[int, dict,
             if not data:
                 raise ConnectionError("closed mid-body")
             rest += data
-        return status, headers, rest[:length]
+        return status, headers, rest[:length], rest[length:]
     if headers.get("transfer-encoding") == "chunked":
         body = b""
         while True:
             while b"\r\n" not in rest:
-                rest += sock.recv(65536)
+                data = sock.recv(65536)
+                if not data:
+                    raise ConnectionError("closed mid-chunk")
+                rest += data
             size_line, _, rest = rest.partition(b"\r\n")
             size = int(size_line.split(b";")[0], 16)
             while len(rest) < size + 2:
@@ -165,10 +182,12 @@ def read_response(sock: socket.socket, timeout: float = 5.0) -> tuple[int, dict,
                     raise ConnectionError("closed mid-chunk")
                 rest += data
             if size == 0:
-                return status, headers, body
+                return status, headers, body, rest[2:]
             body += rest[:size]
             rest = rest[size + 2:]
-    return status, headers, rest
+    if headers.get("connection") == "close" or status in (204, 304):
+        return status, headers, (b"" if status in (204, 304) else rest + read_until_close(sock)), b""
+    return status, headers, rest, b""
 
 
 def children_of(pid: int) -> list[int]:

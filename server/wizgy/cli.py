@@ -15,6 +15,7 @@ from . import config, models
 from .config import ConfigError, Settings
 from .connection import ServerContext
 from .log import Logs
+from .scoreboard import Scoreboard
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +32,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     model_cls = models.get(settings.worker_model)
     multithread, multiprocess = model_cls.flags(settings)
-    ctx = ServerContext(app, settings, logs, multithread=multithread, multiprocess=multiprocess)
+    board = Scoreboard(model_cls.slots(settings))
+    ctx = ServerContext(app, settings, logs, multithread=multithread, multiprocess=multiprocess,
+                        board=board)
+    ctx.stats = board.stats(board.claim())  # this process's own slot
+    ctx.stats.pid = os.getpid()
     for listener in listeners:
         logs.error.info("Listening at: %s (%s)", url_of(listener), os.getpid())
     logs.error.info("Using model: %s%s", settings.model,

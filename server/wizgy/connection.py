@@ -54,7 +54,8 @@ class Stats:
 class ServerContext:
     """Everything a connection needs from the server: app, settings, logs, flags."""
 
-    def __init__(self, app, settings, logs, *, multithread: bool, multiprocess: bool) -> None:
+    def __init__(self, app, settings, logs, *, multithread: bool, multiprocess: bool,
+                 board=None) -> None:
         self.app = app
         self.settings = settings
         self.logs = logs
@@ -69,7 +70,8 @@ class ServerContext:
         allowed = [ip.strip() for ip in settings.forwarded_allow_ips.split(",") if ip.strip()]
         self.trust_all = "*" in allowed
         self.trusted = frozenset(allowed)
-        self.stats = Stats()
+        self.board = board  # the Scoreboard shared with child processes, if any
+        self.stats = Stats()  # replaced by a scoreboard slot (same attributes) in cli.py
         self.stopping = False  # set by the model on graceful shutdown
 
     def trusts(self, peer_ip: str) -> bool:

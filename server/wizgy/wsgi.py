@@ -390,6 +390,8 @@ class Response:
         return lines
 
     def _head(self, length: int | None) -> bytes:
+        if self.status is None:
+            raise AppError("the application returned without calling start_response()")
         if self._check is not None:
             self._check()
         framing = self.frame(length)

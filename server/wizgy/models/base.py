@@ -47,6 +47,11 @@ class Model:
         """(wsgi.multithread, wsgi.multiprocess) as they will be true for this model."""
         return cls.multithread, cls.multiprocess
 
+    @classmethod
+    def slots(cls, settings) -> int:
+        """Scoreboard slots this model needs: one per process that may run at once."""
+        return 1
+
     def run(self) -> int:
         raise NotImplementedError
 

@@ -1,0 +1,372 @@
+"""Behaviour over real sockets, written once and run against every model."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import connect, exchange, read_response, read_until_close, run_wizgy
+
+GET = b"GET %s HTTP/1.1\r\nHost: t\r\n\r\n"
+
+
+@pytest.fixture
+def server(model, tmp_path):
+    close_log = tmp_path / "closes"
+    with run_wizgy("-k", model, "--keep-alive", "5", "testapp:app",
+                   env={"TESTAPP_CLOSE_LOG": str(close_log)}) as srv:
+        srv.close_log = close_log
+        srv.model = model
+        yield srv
+    assert "WSGIWarning" not in srv.output()
+    assert "Traceback" not in srv.output() or "boom" in srv.output()
+
+
+def get(port, path, headers=b""):
+    with connect(port) as sock:
+        sock.sendall(b"GET %s HTTP/1.1\r\nHost: t\r\n%s\r\n" % (path, headers))
+        return read_response(sock)
+
+
+def closes(srv) -> list[str]:
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        if srv.close_log.exists():
+            return srv.close_log.read_text().split()
+        time.sleep(0.05)
+    return []
+
+
+# --- basic responses ----------------------------------------------------------------
+
+def test_hello(server):
+    status, headers, body = get(server.port, b"/hello")
+    assert (status, body) == (200, b"Hello, World!\n")
+    assert headers["server"] == "wizgy"
+    assert headers["date"].endswith(" GMT")
+
+
+def test_keep_alive_serves_many_requests_on_one_connection(server):
+    with connect(server.port) as sock:
+        for _ in range(5):
+            sock.sendall(GET % b"/hello")
+            status, headers, body = read_response(sock)
+            assert status == 200 and body == b"Hello, World!\n"
+            assert "connection" not in headers
+
+
+def test_pipelined_requests_answered_in_order(server):
+    with connect(server.port) as sock:
+        sock.sendall(GET % b"/stream?n=2" + GET % b"/hello" + GET % b"/length?n=3")
+        assert read_response(sock)[2] == b"chunk 0\nchunk 1\n"
+        assert read_response(sock)[2] == b"Hello, World!\n"
+        assert read_response(sock)[2] == b"xxx"
+
+
+def test_streamed_response_is_chunked_on_http11(server):
+    status, headers, body = get(server.port, b"/stream?n=100")
+    assert headers["transfer-encoding"] == "chunked"
+    assert body == b"".join(b"chunk %d\n" % i for i in range(100))
+    assert closes(server) == ["stream"]
+
+
+def test_http10_gets_close_delimited_body_and_closes(server):
+    raw = exchange(server.port, b"GET /stream?n=3 HTTP/1.0\r\n\r\n")
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert b"Transfer-Encoding" not in head and b"Connection: close" in head
+    assert body == b"chunk 0\nchunk 1\nchunk 2\n"
+
+
+def test_http10_keep_alive_on_request(server):
+    with connect(server.port) as sock:
+        for _ in range(2):
+            sock.sendall(b"GET /length?n=3 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            status, headers, body = read_response(sock)
+            assert headers["connection"] == "keep-alive" and body == b"xxx"
+
+
+def test_connection_close_is_honoured(server):
+    raw = exchange(server.port, b"GET /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    assert raw.startswith(b"HTTP/1.1 200 OK") and b"Connection: close" in raw
+
+
+def test_head_has_no_body(server):
+    with connect(server.port) as sock:
+        sock.sendall(b"HEAD /length?n=5 HTTP/1.1\r\nHost: t\r\n\r\n" + GET % b"/hello")
+        sock.settimeout(5)
+        data = b""
+        while not data.endswith(b"0\r\n\r\n"):
+            data += sock.recv(4096)
+        first, second = data.split(b"HTTP/1.1 200 OK")[1:]
+        assert b"Content-Length: 5\r\n" in first and first.endswith(b"\r\n\r\n")  # no body
+        assert second.endswith(b"e\r\nHello, World!\n\r\n0\r\n\r\n")
+
+
+def test_204_has_no_body(server):
+    status, headers, body = get(server.port, b"/no-content")
+    assert status == 204 and body == b"" and "transfer-encoding" not in headers
+
+
+def test_write_callable(server):
+    assert get(server.port, b"/write")[2] == b"written and returned\n"
+
+
+def test_file_wrapper_sends_the_file(model):
+    with run_wizgy("-k", model, "testapp:raw_app") as srv:  # unwrapped: sendfile() path
+        status, headers, body = get(srv.port, b"/file")
+    expected = (Path(__file__).parent / "apps" / "testapp.py").read_bytes()
+    assert body == expected and headers["content-length"] == str(len(expected))
+
+
+def test_exc_info_replaces_unsent_headers(server):
+    status, _, body = get(server.port, b"/exc-info")
+    assert status == 500 and body == b"replaced\n"
+
+
+def test_404_and_close_called_once(server):
+    status, _, _ = get(server.port, b"/length?n=5")
+    assert status == 200
+    assert closes(server) == ["length"]
+
+
+# --- request bodies ------------------------------------------------------------------
+
+def test_content_length_body(server):
+    body = os.urandom(300_000)
+    with connect(server.port) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(body)
+                     + body)
+        result = json.loads(read_response(sock)[2])
+    assert result == {"length": len(body), "sha256": hashlib.sha256(body).hexdigest(),
+                      "content_length": str(len(body))}
+
+
+def test_chunked_body_with_extensions_and_trailers(server):
+    chunks = [b"hello ", b"chunked ", b"world"]
+    raw = b"".join(b"%x;ext=1\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\nX-T: 1\r\n\r\n"
+    with connect(server.port) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     + raw + GET % b"/hello")
+        result = json.loads(read_response(sock)[2])
+        assert result["length"] == len(b"".join(chunks)) and result["content_length"] is None
+        assert read_response(sock)[2] == b"Hello, World!\n"
+
+
+def test_readline_iteration(server):
+    body = b"one\ntwo\nthree"
+    with connect(server.port) as sock:
+        sock.sendall(b"POST /lines HTTP/1.1\r\nHost: t\r\nContent-Length: 13\r\n\r\n" + body)
+        assert json.loads(read_response(sock)[2]) == ["one\n", "two\n", "three"]
+
+
+def test_unread_small_body_is_drained_and_connection_kept(server):
+    with connect(server.port) as sock:
+        sock.sendall(b"POST /ignore-body HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello"
+                     + GET % b"/hello")
+        assert read_response(sock)[2] == b"ignored\n"
+        assert read_response(sock)[2] == b"Hello, World!\n"
+
+
+def test_unread_large_body_closes_connection(server):
+    with connect(server.port) as sock:
+        sock.sendall(b"POST /ignore-body HTTP/1.1\r\nHost: t\r\nContent-Length: 10000000\r\n\r\n")
+        status, headers, body = read_response(sock)
+        assert status == 200 and headers["connection"] == "close"
+
+
+def test_expect_100_continue_sent_when_app_reads(server):
+    with connect(server.port) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n"
+                     b"Expect: 100-continue\r\n\r\n")
+        sock.settimeout(5)
+        interim = sock.recv(4096)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(b"data")
+        assert json.loads(read_response(sock)[2])["length"] == 4
+
+
+def test_expect_100_continue_not_sent_when_app_ignores_body(server):
+    with connect(server.port) as sock:
+        sock.sendall(b"POST /ignore-body HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n"
+                     b"Expect: 100-continue\r\n\r\n")
+        status, headers, body = read_response(sock)
+        assert status == 200 and headers["connection"] == "close"
+
+
+# --- environ -------------------------------------------------------------------------
+
+def test_environ(server):
+    _, _, body = get(server.port, b"/environ?a=1&b=%20", b"X-Custom: one\r\nX-Custom: two\r\n"
+                     b"X_Custom: spoof\r\nContent-Type: text/x\r\n")
+    env = json.loads(body)
+    assert env["REQUEST_METHOD"] == "GET" and env["PATH_INFO"] == "/environ"
+    assert env["QUERY_STRING"] == "a=1&b=%20" and env["SERVER_PROTOCOL"] == "HTTP/1.1"
+    assert env["HTTP_X_CUSTOM"] == "one, two"  # the underscore variant was dropped
+    assert env["CONTENT_TYPE"] == "text/x" and "HTTP_CONTENT_TYPE" not in env
+    assert env["REMOTE_ADDR"] == "127.0.0.1" and env["REMOTE_PORT"].isdigit()
+    assert env["wsgi.url_scheme"] == "http" and env["wsgi.input_terminated"] is True
+    assert env["wsgi.version"] == [1, 0] and env["wsgi.run_once"] is False
+    expected = {"iterative": (False, False), "threaded": (True, False),
+                "fork": (False, True), "prefork": (False, True)}[server.model]
+    assert (env["wsgi.multithread"], env["wsgi.multiprocess"]) == expected
+
+
+def test_percent_decoded_path_is_latin1(server):
+    env = json.loads(get(server.port, b"/environ/caf%C3%A9%2F")[2])
+    assert env["PATH_INFO"] == "/environ/caf\u00c3\u00a9/"
+
+
+def test_absolute_form_target_sets_host(server):
+    with connect(server.port) as sock:
+        sock.sendall(b"GET http://example.org:8080/environ HTTP/1.1\r\nHost: other\r\n\r\n")
+        env = json.loads(read_response(sock)[2])
+    assert env["HTTP_HOST"] == "example.org:8080" and env["PATH_INFO"] == "/environ"
+    assert env["SERVER_NAME"] == "example.org" and env["SERVER_PORT"] == "8080"
+
+
+def test_forwarded_headers_trusted_from_localhost(server):
+    env = json.loads(get(server.port, b"/environ",
+                         b"X-Forwarded-For: 1.2.3.4, 10.0.0.7\r\nX-Forwarded-Proto: https\r\n")[2])
+    assert env["REMOTE_ADDR"] == "10.0.0.7" and env["wsgi.url_scheme"] == "https"
+
+
+# --- errors ---------------------------------------------------------------------------
+
+def test_app_exception_gives_500_and_server_keeps_serving(server):
+    raw = exchange(server.port, GET % b"/error")
+    assert raw.startswith(b"HTTP/1.1 500 ") and b"boom" not in raw
+    assert get(server.port, b"/hello")[0] == 200
+    server.wait_for_output("RuntimeError: boom before start_response")
+
+
+def test_app_exception_mid_stream_closes_connection(server):
+    with connect(server.port) as sock:
+        sock.sendall(GET % b"/error-mid-stream")
+        raw = read_until_close(sock)
+    assert raw.startswith(b"HTTP/1.1 200 OK") and not raw.endswith(b"0\r\n\r\n")
+    assert closes(server) == ["error-mid-stream"]
+    assert get(server.port, b"/hello")[0] == 200
+
+
+def test_client_disconnect_mid_body_leaves_server_serving(server):
+    with connect(server.port) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\npartial")
+    time.sleep(0.2)
+    assert get(server.port, b"/hello")[0] == 200
+
+
+def test_client_disconnect_mid_response(server):
+    with connect(server.port) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(GET % b"/stream?n=200000")
+        sock.recv(100)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    assert closes(server) == ["stream"]
+    assert get(server.port, b"/hello")[0] == 200
+    assert "Traceback" not in server.output()
+
+
+REJECTIONS = [
+    (b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello", 400),
+    (b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: +5\r\n\r\nhello", 400),
+    (b"GET / HTTP/1.1\r\nHost: t\r\nX: a\r\n b\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost : t\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\nHost: t\n\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: t\rX: y\r\n\r\n", 400),
+    (b"G(T / HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: t\r\nX: a\x00b\r\n\r\n", 400),
+    (b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
+    (b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+    (b"GET / HTTP/2.0\r\nHost: t\r\n\r\n", 505),
+    (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: t\r\n\r\n", 414),
+    (b"GET / HTTP/1.1\r\nHost: t\r\n" + b"X: y\r\n" * 101 + b"\r\n", 431),
+    (b"GET / HTTP/1.1\r\nHost: t\r\nX: " + b"y" * 9000 + b"\r\n\r\n", 431),
+    (b"GET / HTTP/1.1\r\n\r\n", 400),
+]
+
+
+@pytest.mark.parametrize("raw,status", REJECTIONS, ids=[f"{s}-{i}" for i, (_, s) in
+                                                         enumerate(REJECTIONS)])
+def test_bad_requests_are_refused_and_closed(server, raw, status):
+    response = exchange(server.port, raw + GET % b"/hello")  # a smuggled follow-up
+    assert response.startswith(b"HTTP/1.1 %d " % status), response[:80]
+    assert b"Connection: close" in response
+    assert b"HTTP/1.1 200" not in response  # the smuggled request was never answered
+    assert get(server.port, b"/hello")[0] == 200
+
+
+def test_body_over_max_body_is_413(model):
+    with run_wizgy("-k", model, "--max-body", "10", "testapp:app") as srv:
+        raw = exchange(srv.port, b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 11\r\n\r\n")
+        assert raw.startswith(b"HTTP/1.1 413 ")
+        chunked = b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n" \
+                  b"8\r\n12345678\r\n8\r\n12345678\r\n0\r\n\r\n"
+        assert exchange(srv.port, chunked).startswith(b"HTTP/1.1 413 ")
+
+
+def test_head_timeout_is_408(model):
+    with run_wizgy("-k", model, "--timeout", "1", "testapp:app") as srv:
+        with connect(srv.port) as sock:
+            sock.sendall(b"GET /hello HTTP/1.1\r\n")
+            started = time.monotonic()
+            raw = read_until_close(sock, timeout=10)
+        assert raw.startswith(b"HTTP/1.1 408 ") and time.monotonic() - started < 8
+
+
+def test_contract_violations_become_500(model):
+    with run_wizgy("-k", model, "testapp:bad_app") as srv:
+        for path in (b"/hop-by-hop", b"/crlf-header", b"/str-body", b"/no-start"):
+            raw = exchange(srv.port, GET % path)
+            assert raw.startswith(b"HTTP/1.1 500 "), (path, raw[:100])
+            assert b"Set-Cookie" not in raw
+        assert get(srv.port, b"/hello")[0] == 200
+
+
+# --- lifecycle ---------------------------------------------------------------------------
+
+def test_sigterm_lets_in_flight_request_finish(model):
+    with run_wizgy("-k", model, "--threads", "2", "testapp:app") as srv:
+        result = {}
+
+        def slow():
+            result["response"] = get(srv.port, b"/sleep?s=1.5")
+
+        thread = threading.Thread(target=slow)
+        thread.start()
+        time.sleep(0.5)
+        os.kill(srv.pid, signal.SIGTERM)
+        thread.join(10)
+        assert result["response"][0] == 200 and result["response"][2] == b"slept 1.5\n"
+        assert srv.proc.wait(10) == 0
+
+
+def test_sigint_stops_at_once(model):
+    with run_wizgy("-k", model, "testapp:app") as srv:
+        threading.Thread(target=lambda: exchange(srv.port, GET % b"/sleep?s=30", 40),
+                         daemon=True).start()
+        time.sleep(0.5)
+        started = time.monotonic()
+        os.kill(srv.pid, signal.SIGINT)
+        assert srv.proc.wait(10) == 0 and time.monotonic() - started < 5
+
+
+def test_unix_socket(model, tmp_path):
+    path = tmp_path / "wizgy.sock"
+    with run_wizgy("-k", model, "-b", f"unix:{path}", "-b", "127.0.0.1:0", "testapp:app",
+                   bind=False) as srv:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(5)
+            sock.connect(str(path))
+            sock.sendall(GET % b"/hello")
+            assert read_response(sock)[2] == b"Hello, World!\n"
+        assert get(srv.port, b"/hello")[0] == 200
