@@ -30,7 +30,7 @@ APPS = REPO / "apps"
 TEST_APPS = TESTS / "apps"
 
 # Every model; behaviour tests are written once and parametrised over these.
-MODELS = ["iterative", "threaded", "fork", "prefork"]
+MODELS = ["iterative", "threaded", "evloop", "fork", "prefork"]
 AVAILABLE_MODELS = [m for m in MODELS if (SERVER / "wizgy" / "models" / f"{m}.py").exists()]
 
 LISTENING = re.compile(r"Listening at: http://127\.0\.0\.1:(\d+)")

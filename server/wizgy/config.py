@@ -14,7 +14,7 @@ import argparse
 import os
 from dataclasses import dataclass, field, fields
 
-MODELS = ("iterative", "threaded", "fork", "prefork", "sync", "gthread")
+MODELS = ("iterative", "threaded", "evloop", "fork", "prefork", "sync", "gthread")
 LESSONS = ("keep-duplicate-fds", "no-reap", "reap-once")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 

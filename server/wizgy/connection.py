@@ -86,6 +86,7 @@ class Connection:
         self.requests = 0
         settings = ctx.settings
         self.timeout = settings.timeout or None
+        self._sock_timeout: float | None = -1.0  # what the socket is set to now
         self.keep_alive_timeout = settings.keep_alive
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -138,8 +139,13 @@ class Connection:
                                       error or type(error).__name__)
             return False
 
+    def _set_timeout(self, timeout: float | None) -> None:
+        if timeout != self._sock_timeout:  # settimeout() is a syscall; skip repeats
+            self.sock.settimeout(timeout)
+            self._sock_timeout = timeout
+
     def _recv(self, timeout: float | None) -> None:
-        self.sock.settimeout(timeout)
+        self._set_timeout(timeout)
         data = self.sock.recv(65536)
         self.parser.receive(data)
 
@@ -286,9 +292,10 @@ class Connection:
 
     # sending --------------------------------------------------------------------------
     def _send(self, data: bytes) -> None:
-        self.sock.settimeout(self.timeout)
+        if self._sock_timeout != self.timeout:
+            self._set_timeout(self.timeout)
         self.sock.sendall(data)
 
     def _sendfile(self, file, offset: int, count: int) -> int:
-        self.sock.settimeout(self.timeout)
+        self._set_timeout(self.timeout)
         return self.sock.sendfile(file, offset, count)

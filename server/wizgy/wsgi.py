@@ -34,6 +34,10 @@ HEADER_NAME = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
 BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 STATUS_LINE = re.compile(r"[1-9][0-9]{2} [^\x00-\x08\x0a-\x1f\x7f]*")
 
+# (name, value) pairs already checked -> lowercased name. Apps send the same few
+# headers again and again; checking each once saves a regex per header per response.
+_checked_headers: dict[tuple[str, str], str] = {}
+
 _WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("", "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _date_cache: list = [0, ""]
@@ -285,14 +289,19 @@ class Response:
         self.headers = headers
         return self.write
 
-    @staticmethod
-    def _check_start(status, headers) -> tuple[int, int | None]:
+    def _check_start(self, status, headers) -> tuple[int, int | None]:
         if type(status) is not str or not STATUS_LINE.fullmatch(status):
             raise AppError(f"invalid status {status!r}")
         if type(headers) is not list:
             raise AppError(f"headers must be a list, not {type(headers).__name__}")
         content_length = None
+        self.has_date = self.has_server = False
         for item in headers:
+            lname = _checked_headers.get(item) if type(item) is tuple else None
+            if lname is not None:  # seen before and valid: apps repeat the same headers
+                self.has_date = self.has_date or lname == "date"
+                self.has_server = self.has_server or lname == "server"
+                continue
             if type(item) is not tuple or len(item) != 2:
                 raise AppError(f"header {item!r} is not a (name, value) tuple")
             name, value = item
@@ -308,6 +317,11 @@ class Response:
                 if not value.isdigit() or not value.isascii():
                     raise AppError(f"invalid Content-Length {value!r}")
                 content_length = int(value)
+                continue
+            self.has_date = self.has_date or lname == "date"
+            self.has_server = self.has_server or lname == "server"
+            if len(_checked_headers) < 4096:
+                _checked_headers[item] = lname
         return int(status[:3]), content_length
 
     # the body ------------------------------------------------------------------------
@@ -395,12 +409,11 @@ class Response:
         if self._check is not None:
             self._check()
         framing = self.frame(length)
-        names = {name.lower() for name, _ in self.headers}
         lines = [f"HTTP/1.1 {self.status}"]
         lines += [f"{name}: {value}" for name, value in self.headers]
-        if "date" not in names:
+        if not self.has_date:
             lines.append("Date: " + http_date())
-        if "server" not in names:
+        if not self.has_server:
             lines.append("Server: " + SERVER_SOFTWARE)
         lines += framing
         lines.append("\r\n")

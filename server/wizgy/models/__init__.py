@@ -7,6 +7,7 @@ from importlib import import_module
 MODELS = {
     "iterative": "iterative:IterativeModel",
     "threaded": "threaded:ThreadedModel",
+    "evloop": "evloop:EventLoopModel",
     "fork": "fork:ForkModel",
     "prefork": "prefork:PreforkModel",
 }

@@ -59,10 +59,8 @@ class ThreadedModel(Model):
         for listener in self.listeners:
             self.selector.register(listener, selectors.EVENT_READ, listener)
         self.selector.register(self.wakeup_r, selectors.EVENT_READ, WAKEUP)
-        self.pool = [threading.Thread(target=self.work, name=f"wizgy-{i}", daemon=True)
-                     for i in range(self.ctx.settings.threads)]
-        for thread in self.pool:
-            thread.start()
+        self.next_sweep = 0.0
+        self.start_pool()
         try:
             while self.stop is None:
                 self.poll()
@@ -82,8 +80,11 @@ class ThreadedModel(Model):
                 self.read_parked(key.data)
             else:
                 self.accept_all(key.data)
-        self.expire_parked()
-        self.ctx.stats.idle = len(self.parked)
+        now = time.monotonic()
+        if now >= self.next_sweep:  # once a second, not per event: cheap with 5,000 idle
+            self.next_sweep = now + 1.0
+            self.expire_parked(now)
+            self.ctx.stats.idle = len(self.parked)
 
     def accept_all(self, listener) -> None:
         for _ in range(64):  # bounded, so parked connections get their turn too
@@ -125,13 +126,12 @@ class ThreadedModel(Model):
             return
         parser.receive(data)
         if parser.head_complete():
-            self.jobs.put(self.unpark(conn))
+            self.dispatch(conn)
         elif not started and self.ctx.settings.timeout:
             # The head has begun: it now has --timeout seconds to arrive (else 408).
             self.parked[conn] = time.monotonic() + self.ctx.settings.timeout
 
-    def expire_parked(self) -> None:
-        now = time.monotonic()
+    def expire_parked(self, now: float) -> None:
         for conn, deadline in list(self.parked.items()):
             if deadline <= now:
                 self.unpark(conn)
@@ -149,6 +149,16 @@ class ThreadedModel(Model):
             thread.join(max(0.0, deadline - time.monotonic()))
 
     # pool threads -------------------------------------------------------------------
+    def start_pool(self) -> None:
+        self.pool = [threading.Thread(target=self.work, name=f"wizgy-{i}", daemon=True)
+                     for i in range(self.ctx.settings.threads)]
+        for thread in self.pool:
+            thread.start()
+
+    def dispatch(self, conn: Connection) -> None:
+        """A whole request head is in: a pool thread takes the connection from here."""
+        self.jobs.put(self.unpark(conn))
+
     def work(self) -> None:
         while (conn := self.jobs.get()) is not None:
             self.ctx.stats.active += 1

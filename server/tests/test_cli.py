@@ -1,0 +1,117 @@
+"""The command line and settings: one definition, flags, env vars, clear errors."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from conftest import APPS, REPO, SERVER, TEST_APPS, run_wizgy
+
+from wizgy import config
+
+
+def wizgy(*args, env=None, timeout=20):
+    full_env = {**os.environ, "PYTHONPATH": f"{SERVER}:{TEST_APPS}"}
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "wizgy", *args], capture_output=True,
+                          text=True, env=full_env, cwd=TEST_APPS, timeout=timeout)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["nosuchmodule:app"], "cannot import module 'nosuchmodule': ModuleNotFoundError"),
+    (["testapp:nothing"], "module 'testapp' has no attribute 'nothing'"),
+    (["testapp:CLOSE_LOG"], "is not callable"),
+    (["-b", "localhost", "testapp:app"], "cannot parse bind address 'localhost'"),
+    (["-b", "127.0.0.1:99999", "testapp:app"], "cannot parse bind address"),
+    (["--limit-request-line", "-1", "testapp:app"], "--limit-request-line: must be 0 or more"),
+    (["-w", "0", "testapp:app"], "--workers: must be 1 or more"),
+    ([], "no application given"),
+])
+def test_bad_configuration_is_one_line_and_exit_2(args, message):
+    result = wizgy(*args)
+    assert result.returncode == 2, result
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_port_in_use_is_exit_2():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = wizgy("-b", f"127.0.0.1:{port}", "testapp:app")
+    assert result.returncode == 2
+    assert f"cannot bind 127.0.0.1:{port}: Address already in use" in result.stderr
+
+
+def test_unknown_option_is_exit_2():
+    result = wizgy("--no-such-option", "testapp:app")
+    assert result.returncode == 2 and "unrecognized arguments" in result.stderr
+
+
+def test_print_config_shows_env_and_flags():
+    result = wizgy("--print-config", "-w", "3", "testapp:app",
+                   env={"WIZGY_KEEP_ALIVE": "7", "WIZGY_BIND": "127.0.0.1:1,127.0.0.1:2"})
+    assert result.returncode == 0
+    lines = dict(line.split(" = ", 1) for line in result.stdout.splitlines())
+    assert lines["workers".ljust(26)] == "3"
+    assert lines["keep_alive".ljust(26)] == "7.0"
+    assert lines["bind".ljust(26)] == "('127.0.0.1:1', '127.0.0.1:2')"
+    assert lines["app".ljust(26)] == "'testapp:app'"
+
+
+def test_flag_beats_environment_and_web_concurrency_works():
+    settings = config.parse(["-w", "2", "x:y"], {"WIZGY_WORKERS": "5"})
+    assert settings.workers == 2
+    assert config.parse(["x:y"], {"WEB_CONCURRENCY": "4"}).workers == 4
+    assert config.parse([], {"WIZGY_APP": "a:b"}).app == "a:b"
+    with pytest.raises(config.ConfigError, match="WIZGY_TIMEOUT"):
+        config.parse(["x:y"], {"WIZGY_TIMEOUT": "soon"})
+
+
+def test_gunicorn_flag_names_are_accepted():
+    settings = config.parse(["--limit-request-field_size", "100", "-k", "sync", "-t", "5",
+                             "--graceful-timeout", "3", "--access-logfile", "-", "x:y"], {})
+    assert settings.limit_request_field_size == 100 and settings.worker_model == "prefork"
+    assert settings.timeout == 5 and settings.graceful_timeout == 3
+
+
+def test_every_setting_has_an_env_var_and_help():
+    result = wizgy("--help")
+    assert result.returncode == 0
+    for f in config.fields(config.Settings):
+        assert f"WIZGY_{f.name.upper()}" in result.stdout
+
+
+def test_readme_option_table_is_generated_from_settings():
+    readme = (REPO / "README.md").read_text()
+    assert config.markdown_table() in readme, \
+        "README's option table is stale: paste `python -m wizgy.config` output into it"
+
+
+def test_app_from_env_and_access_log(tmp_path):
+    log = tmp_path / "access.log"
+    with run_wizgy("--access-logfile", str(log), env={"WIZGY_APP": "testapp:app"}) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port)) as sock:
+            sock.sendall(b"GET /hello?x=1 HTTP/1.1\r\nHost: t\r\nUser-Agent: probe\r\n"
+                         b"Connection: close\r\n\r\n")
+            while sock.recv(4096):
+                pass
+    line = log.read_text().strip()
+    assert line.startswith("127.0.0.1 - - [")
+    assert '"GET /hello?x=1 HTTP/1.1" 200 14 "-" "probe"' in line
+
+
+def test_chdir_and_pythonpath():
+    with run_wizgy("--chdir", str(APPS), "--pythonpath", str(TEST_APPS), "testapp:app",
+                   env={"PYTHONPATH": str(SERVER)}) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port)) as sock:
+            sock.sendall(b"GET /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            data = b""
+            while chunk := sock.recv(4096):
+                data += chunk
+    assert data.startswith(b"HTTP/1.1 200 OK")

@@ -1,0 +1,40 @@
+"""-k evloop: one thread, one selector loop; requests run inline. The fast model.
+
+This is the threaded model with its pool taken away: the main thread's selector loop
+parks every connection, reads what arrives into the connection's parser, and as soon
+as a whole request head is in, calls the application *right there* and writes the
+response, then goes back to select(). What bjoern and meinheld do in C, in Python:
+no thread hand-offs, no locks, no queue, no re-registering sockets per request.
+
+The price (and the lesson): while the app runs, nothing else in this process does.
+A slow app (/sleep?s=5) stalls every client of this worker, so this model is meant
+to run as several processes under the pre-fork master (the default: -k evloop -w N),
+behind nginx, with apps that do not block for long. A request whose body has not
+fully arrived, or a client slow to read the response, is finished with the same
+blocking reads and writes (bounded by --timeout) that the other models use.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ..connection import Connection
+from .threaded import ThreadedModel
+
+
+class EventLoopModel(ThreadedModel):
+    name = "evloop"
+    multithread = False
+
+    def start_pool(self) -> None:
+        self.pool = []  # no threads: dispatch() serves the request itself
+
+    def dispatch(self, conn: Connection) -> None:
+        keep = conn.handle_request()
+        while keep and conn.parser.has_buffered_data and conn.parser.head_complete() \
+                and self.stop is None:
+            keep = conn.handle_request()  # pipelined requests, in order
+        if keep and self.stop is None:
+            self.parked[conn] = time.monotonic() + self.ctx.settings.keep_alive
+        else:
+            self.unpark(conn).close()
