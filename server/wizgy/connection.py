@@ -30,6 +30,7 @@ from .wsgi import AppError, InputStream, Response, ServerInfo, build_environ, er
     run_app
 
 DRAIN_LIMIT = 1 << 16  # unread body bytes we read and discard to keep a connection
+EMPTY_INPUT = InputStream(lambda size: b"")  # wsgi.input of every bodiless request
 
 
 class Stats:
@@ -180,15 +181,20 @@ class Connection:
         ctx = self.ctx
         self.requests += 1
         self._request = request
-        self._body_done = False
         self._body_error = None
         self._sent_continue = False
-        wsgi_input = InputStream(self._read_body)
+        if request.chunked or request.content_length:
+            self._body_done = False
+            wsgi_input = InputStream(self._read_body)
+        else:
+            self.parser.next_event()  # the EndOfMessage of a request without a body
+            self._body_done = True
+            wsgi_input = EMPTY_INPUT
         environ = build_environ(request, wsgi_input, self.info)
         keep_alive = request.keep_alive and not ctx.stopping
         resp = Response(request, self._send, keep_alive=keep_alive, check=self._check_body)
         self._response = resp
-        started = time.perf_counter()
+        started = time.perf_counter() if ctx.logs.access_enabled else 0.0
         try:
             run_app(ctx.app, environ, resp, self._sendfile)
         except (ConnectionError, TimeoutError):

@@ -183,6 +183,9 @@ class ServerInfo:
         self.trust_proxy = trust_proxy
 
 
+_environ_keys: dict[str, str] = {}  # header name as sent -> its HTTP_* environ key
+
+
 def build_environ(req: Request, wsgi_input, info: ServerInfo) -> dict:
     # PATH_INFO is the percent-decoded path, bytes carried in a latin-1 str (PEP 3333
     # "Unicode Issues"); SCRIPT_NAME is the mount point set by --root-path.
@@ -213,9 +216,13 @@ def build_environ(req: Request, wsgi_input, info: ServerInfo) -> dict:
         "wsgi.file_wrapper": FileWrapper,
     }
     for name, value in req.headers:
-        if "_" in name:
-            continue  # X-Forwarded_For would otherwise collide with X-Forwarded-For
-        key = "HTTP_" + name.upper().replace("-", "_")
+        key = _environ_keys.get(name)
+        if key is None:
+            if "_" in name:
+                continue  # X-Forwarded_For would otherwise collide with X-Forwarded-For
+            key = "HTTP_" + name.upper().replace("-", "_")
+            if len(_environ_keys) < 4096:
+                _environ_keys[name] = key
         if key == "HTTP_CONTENT_TYPE":
             environ["CONTENT_TYPE"] = value
         elif key == "HTTP_CONTENT_LENGTH":
@@ -231,7 +238,8 @@ def build_environ(req: Request, wsgi_input, info: ServerInfo) -> dict:
             environ["SERVER_NAME"], environ["SERVER_PORT"] = host, port
         elif req.host:
             environ["SERVER_NAME"] = req.host
-    if info.trust_proxy:
+    if info.trust_proxy and ("HTTP_X_FORWARDED_FOR" in environ
+                             or "HTTP_X_FORWARDED_PROTO" in environ):
         _apply_forwarded(environ)
     return environ
 
