@@ -1,0 +1,145 @@
+"""Slow clients, idle crowds and descriptor exhaustion: the server keeps serving.
+
+Every load loop here is bounded in connections and in time, and aims at 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+import socket
+import threading
+import time
+
+import pytest
+
+from conftest import AVAILABLE_MODELS, connect, read_response, run_wizgy
+
+GET = b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n"
+
+# Models whose idle and half-sent connections wait in a selector instead of a thread
+# or a process. iterative and prefork-sync are protected by nginx instead (see labs).
+SELECTOR_MODELS = [m for m in ("threaded", "evloop") if m in AVAILABLE_MODELS]
+
+
+def latencies(port: int, count: int) -> list[float]:
+    out = []
+    for _ in range(count):
+        started = time.monotonic()
+        with connect(port) as sock:
+            sock.sendall(GET)
+            status, _, _ = read_response(sock)
+        assert status == 200
+        out.append(time.monotonic() - started)
+        time.sleep(0.01)  # light load: about 100 requests a second at most
+    return sorted(out)
+
+
+@contextlib.contextmanager
+def open_sockets(port: int, count: int):
+    socks = []
+    try:
+        for _ in range(count):
+            socks.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+        yield socks
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+@pytest.mark.parametrize("model", SELECTOR_MODELS)
+def test_500_slow_header_dribblers_do_not_stop_other_clients(model):
+    with run_wizgy("-k", model, "--threads", "4", "--timeout", "30", "testapp:app") as srv:
+        with open_sockets(srv.port, 500) as socks:
+            stop = threading.Event()
+
+            def dribble():
+                request = b"GET /hello HTTP/1.1\r\nHost: t\r\nX-Slow: " + b"a" * 100
+                for i in range(len(request)):
+                    if stop.wait(1.0):
+                        return
+                    for sock in socks:
+                        with contextlib.suppress(OSError):
+                            sock.send(request[i:i + 1])
+
+            dribbler = threading.Thread(target=dribble, daemon=True)
+            dribbler.start()
+            time.sleep(1.5)  # every slow client has started its head
+            times = latencies(srv.port, 100)
+            stop.set()
+            dribbler.join(5)
+        p99 = times[98]
+        assert p99 < 0.1, f"p99 {p99 * 1000:.1f} ms with 500 dribblers"
+
+
+@pytest.mark.parametrize("model", SELECTOR_MODELS)
+def test_5000_idle_keep_alive_connections_and_50_active_clients(model):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 12000:
+        pytest.fail(f"this test needs RLIMIT_NOFILE >= 12000 (hard limit is {hard})")
+    raise_limit = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (12000, hard)))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 12000), hard))
+    try:
+        with run_wizgy("-k", model, "--threads", "4", "--keep-alive", "120", "testapp:app",
+                       preexec_fn=raise_limit) as srv:
+            with open_sockets(srv.port, 5000) as idle:
+                for sock in idle[::100]:  # some of them are keep-alive after a request
+                    sock.sendall(GET)
+                    assert read_response(sock)[0] == 200
+                errors = []
+
+                def client():
+                    try:
+                        with connect(srv.port) as sock:
+                            for _ in range(20):
+                                sock.sendall(GET)
+                                assert read_response(sock)[0] == 200
+                    except Exception as error:  # noqa: BLE001 - reported below
+                        errors.append(error)
+
+                threads = [threading.Thread(target=client) for _ in range(50)]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join(60)
+                assert not errors, errors[:3]
+                # the idle ones are all still open and usable
+                for sock in idle[1::500]:
+                    sock.sendall(GET)
+                    assert read_response(sock)[0] == 200
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+# iterative holds one connection at a time, so it never has 200 descriptors to run out of.
+@pytest.mark.parametrize("model", [m for m in AVAILABLE_MODELS if m != "iterative"])
+def test_descriptor_exhaustion_backs_off_and_recovers(model):
+    def low_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(
+            resource.RLIMIT_NOFILE)[1]))
+
+    args = ["-k", model, "--threads", "2", "--keep-alive", "30", "-w", "1",
+            "--max-children", "300", "testapp:app"]
+    with run_wizgy(*args, preexec_fn=low_limit) as srv:
+        with open_sockets(srv.port, 200) as socks:
+            for sock in socks[:5]:
+                with contextlib.suppress(OSError):
+                    sock.sendall(GET)
+            srv.wait_for_output(r"Too many open files \(EMFILE\)", timeout=15)
+            time.sleep(2.5)
+            emfile_lines = srv.output().count("EMFILE")
+            # at most about one line a second, not a busy loop of them
+            assert 1 <= emfile_lines <= 6, emfile_lines
+        # descriptors are free again: the server serves as if nothing happened
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                with connect(srv.port, timeout=3) as sock:
+                    sock.sendall(GET)
+                    assert read_response(sock, timeout=3)[0] == 200
+                    break
+            except (OSError, ConnectionError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        assert srv.proc.poll() is None
