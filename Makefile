@@ -14,6 +14,7 @@ ARTIFACTS ?= test-artifacts
 LESSONS := keep-duplicate-fds no-reap reap-once
 APPS := flask pyramid django
 
+CLIENTS ?= --max-clients 128
 SERVERS ?= 2
 WORKERS ?= 2
 USERS ?= 20
@@ -21,11 +22,22 @@ SPAWN_RATE ?= 5
 DURATION ?= 60s
 NGINX_PORT ?= 8080
 LOCUST_PORT ?= 8089
+export NGINX_PORT LOCUST_PORT
+# `make up APP=django` works like `APP=django make up`: compose sees these (only when
+# set, so that nothing empty reaches the tests' environment).
+$(foreach name,APP IMAGE_TAG WIZGY_MODEL WIZGY_WORKERS WIZGY_THREADS WIZGY_LESSON,\
+	$(if $($(name)),$(eval export $(name))))
+
+# The app the running server was started with: lessons, scale and load keep it
+# unless APP is given.
+RUNNING_APP = $$(docker inspect -f '{{range .Config.Env}}{{println .}}{{end}}' \
+	$$($(COMPOSE) ps -q server 2>/dev/null | head -n1) 2>/dev/null | sed -n 's/^APP=//p')
+KEEP_APP = APP=$${APP:-$(RUNNING_APP)}
 
 # Build through the engine's own BuildKit, without needing the buildx plugin.
 export COMPOSE_BAKE := false
 
-.PHONY: help up down logs ps test venv base build ca-bundle load scale bench clean \
+.PHONY: help up down logs ps test venv base build ca-bundle load clients scale bench clean \
 	$(addprefix app-,$(APPS)) $(addprefix lesson-,$(LESSONS))
 
 help: ## list the targets
@@ -62,45 +74,45 @@ app-flask app-pyramid app-django: app-%: ## restart the server on that app (flas
 
 # Each lesson: the fork model with one bug, and the limits that make the bug bite.
 lesson-keep-duplicate-fds: LESSON_ENV := SERVER_NOFILE=256
-lesson-keep-duplicate-fds: LESSON_WATCH := \
-	curl -v http://127.0.0.1:$(NGINX_PORT)/hello hangs after the body (no FIN);\n\
-	open_fds climbs to nofile_limit (256) in http://127.0.0.1:$(NGINX_PORT)/wizgy/status,\n\
-	then the server logs EMFILE: docker compose exec server ls /proc/1/fd
 lesson-no-reap: LESSON_ENV := SERVER_NPROC=64 SERVER_PIDS_LIMIT=128
-lesson-no-reap: LESSON_WATCH := \
-	every request leaves a zombie: docker compose exec server ps -eo pid,ppid,stat,cmd (Z, <defunct>);\n\
-	at ulimit -u 64 fork fails and the server answers 503; "zombies" in /wizgy/status
 lesson-reap-once: LESSON_ENV :=
-lesson-reap-once: LESSON_WATCH := \
-	128 concurrent clients: docker compose exec server python3 /opt/loadtest/lesson_client.py\n\
-	is in the Locust image: docker compose run --rm locust-worker ... or Locust with 128 users;\n\
-	SIGCHLDs coalesce, zombies remain: "zombies" in /wizgy/status, ps shows <defunct>
 
 lesson-keep-duplicate-fds lesson-no-reap lesson-reap-once: lesson-%: ## restart the server as fork with that lesson and its ulimits, say what to watch
-	$(LESSON_ENV) WIZGY_MODEL=fork WIZGY_LESSON=$* $(COMPOSE) up -d --no-deps --force-recreate --wait server
-	@printf 'lesson %s: model fork, %s\nwatch:\n%b\nback to normal: make app-$${APP:-flask}\n' \
-		"$*" "$(or $(LESSON_ENV),default limits)" "$(LESSON_WATCH)"
+	$(KEEP_APP) $(LESSON_ENV) WIZGY_MODEL=fork WIZGY_LESSON=$* $(COMPOSE) up -d --no-deps --force-recreate --wait server
+	@echo "lesson $*: model fork, $(or $(LESSON_ENV),default limits)"
+	@awk -v want='[$*]' '/^\[/ { on = ($$0 == want); next } on' server/docker/lesson-notes | \
+		sed 's/NGINX_PORT/$(NGINX_PORT)/g'
+	@echo "back to normal: make app-$$($(KEEP_APP); echo $${APP:-flask})"
+
+clients: ## the lesson client (loadtest/lesson_client.py) straight at the server: make clients CLIENTS="--max-clients 128"
+	$(COMPOSE) run --rm --no-deps --entrypoint python3 locust /opt/loadtest/lesson_client.py \
+		--host server --port 8000 $(CLIENTS)
 
 scale: ## run SERVERS=N server replicas with WORKERS=N workers each behind nginx
-	WIZGY_WORKERS=$(WORKERS) $(COMPOSE) up -d --no-deps --scale server=$(SERVERS) --wait server
+	$(KEEP_APP) WIZGY_WORKERS=$(WORKERS) $(COMPOSE) up -d --no-deps --scale server=$(SERVERS) --wait server
 	@echo "$(SERVERS) servers x $(WORKERS) workers; nginx picks them up within seconds:"
 	@echo "  curl -sI http://127.0.0.1:$(NGINX_PORT)/hello | grep X-Upstream-Addr"
 
 load: ## Locust headless through nginx for DURATION: HTML report + CSV in test-artifacts/load, fails on errors
 	@mkdir -p $(ARTIFACTS)/load && chmod 0777 $(ARTIFACTS)/load
-	$(COMPOSE) run --rm -v "$(CURDIR)/$(ARTIFACTS)/load:/out" locust \
+	$(KEEP_APP) $(COMPOSE) run --rm --no-deps -v "$(CURDIR)/$(ARTIFACTS)/load:/out" locust \
 		--headless --users $(USERS) --spawn-rate $(SPAWN_RATE) --run-time $(DURATION) \
 		--host http://nginx:8080 --csv /out/load --html /out/load.html --only-summary
 	@echo "report: $(ARTIFACTS)/load/load.html"
 
-bench: ## benchmarks (not built yet: runs `python -m bench` once bench/ exists)
-	@if [ -f bench/__main__.py ]; then $(VENV)/bin/python -m bench; \
-	else echo "bench: not built yet (no bench/__main__.py)"; fi
+BENCH_ARGS ?=
+
+bench: ## the bench harness (loadtest/bench): every server side by side; BENCH_ARGS="--quick" or "--servers wizgy,granian --scenarios hello,c1"
+	$(PYTHON) loadtest/bench/run.py $(BENCH_ARGS)
 
 clean: ## remove this project's containers, networks, volumes and images (not the Debian base)
 	$(COMPOSE) down --rmi all --volumes --remove-orphans
-	-docker ps -aq --filter label=com.docker.compose.project=wizgy-test | xargs -r docker rm -f
-	-docker network ls -q --filter label=com.docker.compose.project=wizgy-test | xargs -r docker network rm
+	docker image prune -f --filter label=io.wizgy.project=wizgy
+	@# and what an interrupted `make test` may have left (projects wizgy-test-PID)
+	@docker ps -a --filter label=com.docker.compose.project --format '{{.ID}} {{.Label "com.docker.compose.project"}}' | \
+		awk '$$2 ~ /^wizgy-test-/ { print $$1 }' | xargs -r docker rm -f
+	@docker network ls --filter label=com.docker.compose.project --format '{{.ID}} {{.Label "com.docker.compose.project"}}' | \
+		awk '$$2 ~ /^wizgy-test-/ { print $$1 }' | xargs -r docker network rm
 
 # --- images ----------------------------------------------------------------------
 

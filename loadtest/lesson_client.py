@@ -113,6 +113,7 @@ class Connection:
     sock: socket.socket | None = None
     unsent: bytes = b""
     received: bytearray = field(default_factory=bytearray)
+    head: tuple[int, dict[bytes, bytes], int] | None = None
     status: int | None = None
     complete: bool = False
     outcome: str | None = None
@@ -150,8 +151,8 @@ class Client:
             if now >= deadline:
                 break
             timeout = min([deadline, *self.timers()]) - now
-            for key, mask in self.selector.select(max(timeout, 0)):
-                self.on_ready(key.data, mask)
+            for key, _ in self.selector.select(max(timeout, 0)):
+                self.on_ready(key.data)
             self.expire(time.monotonic())
         for conn in self.connections:
             self.finish(conn, "hung", "still waiting at the global timeout")
@@ -198,7 +199,7 @@ class Client:
             return "no EOF after the response"
         return "no complete response"
 
-    def on_ready(self, conn: Connection, mask: int) -> None:
+    def on_ready(self, conn: Connection) -> None:
         try:
             if conn.unsent:
                 self.send(conn)
@@ -221,13 +222,13 @@ class Client:
     def receive(self, conn: Connection) -> None:
         data = conn.sock.recv(65536)
         conn.received += data
-        head = parse_head(bytes(conn.received))
-        if head is not None:
-            conn.status, headers, offset = head
+        if conn.head is None:
+            conn.head = parse_head(bytes(conn.received))
+        if conn.head is not None:
+            conn.status, headers, offset = conn.head
             complete = body_complete(conn.status, headers, conn.received[offset:])
-            conn.complete = bool(complete)
-            if not data and complete is None:  # close-delimited body ends at EOF
-                conn.complete = True
+            # A body without Content-Length or chunked framing ends at EOF.
+            conn.complete = bool(complete) or (not data and complete is None)
         if conn.complete and (not data or self.options.keep_alive):
             self.finish(conn, "succeeded", "")
         elif not data:
@@ -433,10 +434,14 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stop_clients(pids)
     summary = summarise(options, results, len(pids), time.monotonic() - started)
-    if options.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        print_report(summary)
+    try:
+        if options.json:
+            print(json.dumps(summary, indent=2))
+        else:
+            print_report(summary)
+        sys.stdout.flush()
+    except BrokenPipeError:  # piped into `head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     all_good = summary["succeeded"] == summary["total"] and all(
         int(status) < 400 for status in summary["statuses"]
     )

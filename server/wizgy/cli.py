@@ -11,26 +11,37 @@ import os
 import socket
 import sys
 
-from . import config, models
+from . import config, models, status
 from .config import ConfigError, Settings
 from .connection import ServerContext
 from .log import Logs
+from .models import lessons
 from .scoreboard import Scoreboard
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["top"]:  # `wizgy top [--url URL]`: the status endpoint, live
+        from . import top
+        return top.main(argv[1:])
     try:
         settings = config.parse(argv)
         if settings.print_config:
             print(config.describe(settings))
             return 0
         logs = Logs(settings.error_logfile, settings.access_logfile, settings.log_level)
+        if settings.lesson and settings.worker_model != "fork":
+            raise ConfigError(f"--lesson {settings.lesson} needs the fork model (-k fork), "
+                              f"not -k {settings.model}")
         app = load_app(settings)
         listeners = [bind(address, settings.backlog) for address in settings.bind]
+        status_listener = bind(settings.status_bind, settings.backlog) \
+            if settings.status_bind else None
     except ConfigError as error:
         print(f"wizgy: error: {error}", file=sys.stderr)
         return 2
-    model_cls = models.get(settings.worker_model)
+    model_cls = lessons.get(settings.lesson) if settings.lesson else \
+        models.get(settings.worker_model)
     multithread, multiprocess = model_cls.flags(settings)
     board = Scoreboard(model_cls.slots(settings))
     ctx = ServerContext(app, settings, logs, multithread=multithread, multiprocess=multiprocess,
@@ -41,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         logs.error.info("Listening at: %s (%s)", url_of(listener), os.getpid())
     logs.error.info("Using model: %s%s", settings.model,
                     f" (lesson: {settings.lesson})" if settings.lesson else "")
+    status.start(ctx, status_listener, listeners)  # sets ctx.status_pid and ctx.event
     code = model_cls(ctx, listeners).run()
+    status.stop(ctx)
     logs.error.info("Shutting down: %s", "done" if code == 0 else f"exit status {code}")
     return code
 

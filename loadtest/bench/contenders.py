@@ -1,0 +1,59 @@
+"""The servers the harness knows: one table entry each, the command that starts it.
+
+A command is split like a shell line, then each word is filled in: {python} is the
+interpreter that runs the servers (the bench venv's), {bench} this folder, {host}
+{port} {bind} the address, {workers} the worker count, {app} the scenario's
+module:callable and {appdir} its folder (every server also starts in that folder).
+`workers_max` is the most workers a server can run (None: any); scenarios that need
+more report n/a. `module` must be importable for the server to count as installed.
+To change how a server runs, change its line here and nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Contender:
+    name: str
+    command: str
+    module: str
+    workers_max: int | None = None
+    note: str = ""
+
+
+WIZGY = "{python} -m wizgy -b {bind} -w {workers} --chdir {appdir}"
+GUNICORN = "{python} -m gunicorn -b {bind} -w {workers} --chdir {appdir}"
+
+# fmt: off
+CONTENDERS = [
+    # "wizgy" is what `wizgy -w N -b HOST:PORT app:app` runs once the pre-fork master
+    # with evloop workers is the default. Until then it is the single-process evloop;
+    # then: Contender("wizgy", f"{WIZGY} {{app}}", "wizgy").
+    Contender("wizgy", f"{WIZGY} -k evloop {{app}}", "wizgy", workers_max=1,
+              note="-k evloop: one process until prefork with evloop workers is the default"),
+    Contender("wizgy-iterative", f"{WIZGY} -k iterative {{app}}", "wizgy", workers_max=1),
+    Contender("wizgy-threaded", f"{WIZGY} -k threaded {{app}}", "wizgy", workers_max=1),
+    Contender("wizgy-evloop", f"{WIZGY} -k evloop {{app}}", "wizgy", workers_max=1),
+    Contender("wizgy-fork", f"{WIZGY} -k fork {{app}}", "wizgy", workers_max=1),
+    Contender("wizgy-prefork", f"{WIZGY} -k prefork {{app}}", "wizgy",
+              note="master + workers running the iterative loop"),
+    Contender("gunicorn-sync", f"{GUNICORN} -k sync {{app}}", "gunicorn"),
+    Contender("gunicorn-gthread", f"{GUNICORN} -k gthread --threads 4 {{app}}", "gunicorn",
+              note="--threads 4"),
+    Contender("waitress", "{python} -m waitress --listen={bind} {app}", "waitress",
+              workers_max=1, note="one process, 4 threads, connection_limit 100 (defaults)"),
+    Contender("meinheld", "{python} {bench}/peers.py meinheld {bind} {workers} {app}",
+              "meinheld", note="bind, then fork (peers.py); access log off"),
+    Contender("granian", "{python} -m granian --interface wsgi --http 1 --host {host} "
+              "--port {port} --workers {workers} --no-access-log {app}", "granian"),
+    Contender("bjoern", "{python} {bench}/peers.py bjoern {bind} {workers} {app}", "bjoern",
+              note="bind, then fork (peers.py)"),
+]
+# fmt: on
+
+BY_NAME = {c.name: c for c in CONTENDERS}
+DEFAULT = ["wizgy", "gunicorn-sync", "gunicorn-gthread", "waitress", "meinheld", "granian",
+           "bjoern"]  # fmt: skip
+BASELINE = "gunicorn-sync"

@@ -1,0 +1,126 @@
+"""The workshop stack end to end: nginx -> wizgy -> each app, Locust, ulimits, lessons.
+
+Each test brings up its own compose project (see conftest.py) and removes it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.stack, pytest.mark.timeout(1200)]
+
+ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts" / "stack"
+
+# The rows the locustfile writes to its CSV (request names), per app.
+ROUTES = ["/hello", "/echo", "/stream", "/headers", "/sleep", "/upload", "/static/hello.txt"]
+APP_ROUTES = {"flask": ROUTES, "pyramid": ROUTES, "django": [*ROUTES, "/admin/login/"]}
+
+# A client inside the compose network asks /headers through nginx and reports the
+# address it has on that network: what the app must see as its client's address.
+WHO_AM_I = """
+import json, socket, urllib.request
+sock = socket.create_connection(("nginx", 8080)); own = sock.getsockname()[0]; sock.close()
+with urllib.request.urlopen("http://nginx:8080/headers", timeout=10) as response:
+    print(json.dumps({"own": own, "seen": json.load(response)}))
+"""
+
+
+def zombies(stack) -> int:
+    """Zombie processes in the server container, counted from /proc."""
+    out = stack.exec("server", "grep -l '^State:.*Z' /proc/[0-9]*/status 2>/dev/null | wc -l")
+    return int(out.strip())
+
+
+def lesson_clients(stack, *args: str) -> str:
+    """loadtest/lesson_client.py, from the locust image, straight at the server;
+    its report (for assertion messages)."""
+    result = stack.compose(
+        "run", "--rm", "--no-deps", "-T", "--entrypoint", "python3", "locust",
+        "/opt/loadtest/lesson_client.py", "--host", "server", "--port", "8000", "--json", *args,
+        timeout=180, check=False,
+    )  # fmt: skip
+    return result.stdout + result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("app", ["flask", "pyramid", "django"])
+def test_app_through_nginx_under_locust(stack, app):
+    stack.up(APP=app)
+
+    status, headers, body = stack.request("GET", "/hello")
+    assert status == 200 and body.startswith(b"Hello, World!"), (status, body)
+    assert headers.get("X-Upstream-Addr", "").endswith(":8000"), headers
+    status, _, body = stack.request("GET", "/")
+    assert status == 200 and b"/wizgy/status" in body  # the landing page
+    with urllib.request.urlopen(f"http://127.0.0.1:{stack.locust_port}/", timeout=10) as ui:
+        assert ui.status == 200 and b"locust" in ui.read().lower()
+
+    rows = stack.locust(ARTIFACTS / f"locust-{app}", users=20, run_time="25s", APP=app)
+    by_name = {row["Name"]: row for row in rows}
+    for route in APP_ROUTES[app]:
+        assert route in by_name and int(by_name[route]["Request Count"]) > 0, (route, rows)
+    total = by_name["Aggregated"]
+    assert int(total["Failure Count"]) == 0, total
+
+    who = json.loads(stack.run_python("locust", WHO_AM_I))
+    seen = who["seen"]
+    assert seen["remote_addr"] == who["own"], who  # X-Forwarded-For, from nginx only
+    assert seen["scheme"] == "http", who
+    forwarded = {name.lower(): value for name, value in seen["headers"].items()}
+    assert forwarded["x-forwarded-for"] == who["own"], who
+
+
+def test_server_status_through_nginx(stack):
+    stack.up("server", "nginx")
+    status = stack.get_json("/wizgy/status")
+    for key in ("model", "lesson", "children", "zombies", "open_fds", "nofile_limit"):
+        assert key in status, status
+    assert status["model"] == "prefork" and status["nofile_limit"] == 1024, status
+    assert status["threads"] == 4, status  # the image's default for prefork
+    code, _, metrics = stack.request("GET", "/wizgy/metrics")
+    assert code == 200 and metrics.strip(), metrics[:300]
+
+
+def test_ulimits_in_the_server_container(stack):
+    stack.up("server", SERVER_NOFILE="300", SERVER_NPROC="150", SERVER_PIDS_LIMIT="400")
+    # In the server's own process, and in a shell beside it.
+    assert stack.exec("server", "ulimit -n; ulimit -u").split() == ["300", "150"]
+    wizgy_limits = stack.exec(
+        "server",
+        "grep -E 'Max (open files|processes)' /proc/$(pgrep -o -u wizgy -f bin/wizgy)/limits",
+    )
+    assert "300" in wizgy_limits and "150" in wizgy_limits, wizgy_limits
+    assert stack.exec("server", "id -u; id -un").split() == ["10001", "wizgy"]
+
+
+def test_reap_once_leaves_zombies_and_the_fork_model_does_not(stack):
+    # The lesson: 128 children exit together, SIGCHLDs coalesce, wait() once each.
+    stack.up("server", WIZGY_MODEL="fork", WIZGY_LESSON="reap-once")
+    report = lesson_clients(stack, "--max-clients", "128", "--timeout", "60")
+    time.sleep(2)
+    left = zombies(stack)
+    assert left > 0, (report, left)
+
+    # The correct fork model under the same burst: none left.
+    stack.up("server", WIZGY_MODEL="fork", WIZGY_LESSON="")
+    report = lesson_clients(stack, "--max-clients", "128", "--timeout", "60")
+    time.sleep(2)
+    assert zombies(stack) == 0, report
+
+
+def test_scaled_servers_both_get_requests(stack):
+    stack.up("server", "nginx", scale={"server": 2})
+    replicas = stack.compose("ps", "-q", "server").stdout.split()
+    assert len(replicas) == 2
+    upstreams: set[str] = set()
+    deadline = time.monotonic() + 30  # nginx re-resolves `server` every 2 s
+    while len(upstreams) < 2 and time.monotonic() < deadline:
+        status, headers, _ = stack.request("GET", "/hello")
+        assert status == 200
+        upstreams.add(headers["X-Upstream-Addr"])
+        time.sleep(0.05)
+    assert len(upstreams) == 2, upstreams

@@ -1,0 +1,146 @@
+"""The bench harness (loadtest/bench/run.py) runs end to end: --quick, wizgy and waitress.
+
+Real servers, real wrk, about 15 s. Speed is never asserted here, only that every
+number the harness reports was measured (> 0), that the table prints, and that no
+server it started is left running. The servers run under an interpreter that has wizgy
+and waitress: this one, else the bench venv's, else this one with waitress installed
+once by pip into a temporary folder on PYTHONPATH.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+RUN = ROOT / "loadtest" / "bench" / "run.py"
+BENCH_VENV_PYTHON = ROOT / "loadtest" / "bench" / ".venv" / "bin" / "python"
+SERVERS = ["wizgy-evloop", "waitress"]
+
+pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed")
+
+
+def has_modules(python: Path | str, *modules: str) -> bool:
+    code = f"import {', '.join(modules)}"
+    return (
+        subprocess.run([str(python), "-c", code], check=False, capture_output=True).returncode == 0
+    )
+
+
+def waitress_pin() -> str:
+    for line in (ROOT / "server" / "constraints.txt").read_text().splitlines():
+        if line.startswith("waitress=="):
+            return line.strip()
+    return "waitress"
+
+
+@pytest.fixture(scope="module")
+def server_python(tmp_path_factory) -> tuple[str, dict[str, str]]:
+    """(interpreter for the servers, extra environment) with wizgy and waitress importable."""
+    if importlib.util.find_spec("waitress"):
+        return sys.executable, {}
+    if BENCH_VENV_PYTHON.exists() and has_modules(BENCH_VENV_PYTHON, "wizgy", "waitress"):
+        return str(BENCH_VENV_PYTHON), {}
+    target = tmp_path_factory.mktemp("waitress")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "--target",
+            str(target),
+            waitress_pin(),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"waitress not installable here: {done.stderr.strip()[-200:]}")
+    path = os.pathsep.join(filter(None, [str(target), os.environ.get("PYTHONPATH")]))
+    return sys.executable, {"PYTHONPATH": path}
+
+
+@pytest.fixture(scope="module")
+def quick_run(server_python, tmp_path_factory):
+    python, extra_env = server_python
+    out = tmp_path_factory.mktemp("bench")
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(RUN),
+            "--quick",
+            "--servers",
+            ",".join(SERVERS),
+            "--python",
+            python,
+            "--out",
+            str(out),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env=dict(os.environ, **extra_env),
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    [results] = out.glob("*.json")
+    return done.stdout, json.loads(results.read_text()), out
+
+
+def test_every_server_measured_with_numbers(quick_run):
+    _, results, _ = quick_run
+    rows = {row["server"]: row for row in results["summary"]["hello"]}
+    assert set(rows) == set(SERVERS)
+    for name, row in rows.items():
+        assert row["status"] == "ok", (name, row)
+        for key in (
+            "rps_median",
+            "rps_min",
+            "rps_max",
+            "p50_ms",
+            "p99_ms",
+            "cpu_percent",
+            "rss_worker_mib",
+            "rss_total_mib",
+        ):
+            assert row[key] > 0, (name, key, row)
+    assert rows["wizgy-evloop"]["x_wizgy"] == 1.0
+    assert len(results["meta"]["loadavg_start"]) == 3
+
+
+def test_table_and_markdown_are_written(quick_run):
+    stdout, _, out = quick_run
+    assert "== hello" in stdout and "req/s" in stdout and "x wizgy" in stdout
+    for name in SERVERS:
+        assert any(line.startswith(name) for line in stdout.splitlines()), name
+    markdown = (out / "latest.md").read_text()
+    assert "| server |" in markdown and "waitress" in markdown
+
+
+def test_no_server_left_running(quick_run):
+    _, results, _ = quick_run
+    pids = [run["pid"] for run in results["runs"] if "pid" in run]
+    assert len(pids) == len(SERVERS)
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists() or _recycled(pid), pid
+
+
+def _recycled(pid: int) -> bool:
+    """The pid now belongs to another process (not the leader of the server's group)."""
+    try:
+        return os.getpgid(pid) != pid
+    except ProcessLookupError:
+        return True
