@@ -28,14 +28,13 @@ GUNICORN = "{python} -m gunicorn -b {bind} -w {workers} --chdir {appdir}"
 
 # fmt: off
 CONTENDERS = [
-    # "wizgy" is what `wizgy -w N -b HOST:PORT app:app` runs once the pre-fork master
-    # with evloop workers is the default. Until then it is the single-process evloop;
-    # then: Contender("wizgy", f"{WIZGY} {{app}}", "wizgy").
-    Contender("wizgy", f"{WIZGY} -k evloop {{app}}", "wizgy", workers_max=1,
-              note="-k evloop: one process until prefork with evloop workers is the default"),
+    # "wizgy" is what `wizgy -w N -b HOST:PORT app:app` runs: the default model, evloop
+    # (the pre-fork master with event-loop workers).
+    Contender("wizgy", f"{WIZGY} {{app}}", "wizgy",
+              note="default model: prefork master + evloop workers"),
     Contender("wizgy-iterative", f"{WIZGY} -k iterative {{app}}", "wizgy", workers_max=1),
     Contender("wizgy-threaded", f"{WIZGY} -k threaded {{app}}", "wizgy", workers_max=1),
-    Contender("wizgy-evloop", f"{WIZGY} -k evloop {{app}}", "wizgy", workers_max=1),
+    Contender("wizgy-evloop", f"{WIZGY} -k evloop {{app}}", "wizgy"),
     Contender("wizgy-fork", f"{WIZGY} -k fork {{app}}", "wizgy", workers_max=1),
     Contender("wizgy-prefork", f"{WIZGY} -k prefork {{app}}", "wizgy",
               note="master + workers running the iterative loop"),

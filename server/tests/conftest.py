@@ -102,7 +102,7 @@ def run_wizgy(*args: str, env: dict | None = None, cwd=None, bind: bool = True,
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise AssertionError(f"wizgy did not start ({cmd}):\n{server.output()}")
                 time.sleep(0.02)
-            if "prefork" in args or "sync" in args or "gthread" in args:
+            if not {"iterative", "threaded", "fork"} & set(args):  # a master and workers:
                 time.sleep(0.3)  # let the workers boot before the test counts on them
             yield server
         finally:

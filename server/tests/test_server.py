@@ -216,7 +216,7 @@ def test_environ(server):
     assert env["REMOTE_ADDR"] == "127.0.0.1" and env["REMOTE_PORT"].isdigit()
     assert env["wsgi.url_scheme"] == "http" and env["wsgi.input_terminated"] is True
     assert env["wsgi.version"] == [1, 0] and env["wsgi.run_once"] is False
-    expected = {"iterative": (False, False), "threaded": (True, False), "evloop": (False, False),
+    expected = {"iterative": (False, False), "threaded": (True, False), "evloop": (False, True),
                 "fork": (False, True), "prefork": (False, True)}[server.model]
     assert (env["wsgi.multithread"], env["wsgi.multiprocess"]) == expected
 

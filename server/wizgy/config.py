@@ -75,9 +75,10 @@ class Settings:
     threads: int = field(default=1, metadata=option(
         "--threads", type=positive,
         help="Threads per process of the threaded model (prefork: >1 runs threaded workers)."))
-    model: str = field(default="threaded", metadata=option(
+    model: str = field(default="evloop", metadata=option(
         "-k", "--model", choices=MODELS,
-        help="Concurrency model. sync and gthread are gunicorn's names for prefork "
+        help="Concurrency model. evloop (the default, the fastest): the prefork master "
+             "with event-loop workers. sync and gthread are gunicorn's names for prefork "
              "workers running iterative and threaded."))
     backlog: int = field(default=2048, metadata=option(
         "--backlog", type=positive, help="Pending connections the kernel queues (listen())."))
@@ -142,7 +143,8 @@ class Settings:
     @property
     def worker_model(self) -> str:
         """The model's canonical name (gunicorn's aliases resolved)."""
-        return {"sync": "prefork", "gthread": "prefork"}.get(self.model, self.model)
+        return {"sync": "prefork", "gthread": "prefork", "evloop": "prefork"}.get(
+            self.model, self.model)
 
     @property
     def worker_threads(self) -> int:

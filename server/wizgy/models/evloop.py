@@ -8,8 +8,9 @@ no thread hand-offs, no locks, no queue, no re-registering sockets per request.
 
 The price (and the lesson): while the app runs, nothing else in this process does.
 A slow app (/sleep?s=5) stalls every client of this worker, so this model is meant
-to run as several processes under the pre-fork master (the default: -k evloop -w N),
-behind nginx, with apps that do not block for long. A request whose body has not
+to run as several processes: `-k evloop` (the default) is the pre-fork master of
+prefork.py with workers running this loop (`-w N`), best behind nginx, with apps that
+do not block for long. A request whose body has not
 fully arrived, or a client slow to read the response, is finished with the same
 blocking reads and writes (bounded by --timeout) that the other models use.
 """

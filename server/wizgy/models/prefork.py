@@ -10,8 +10,8 @@ Flow
                                      we run as PID 1 in a container
                kill_stuck_workers()  SIGKILL a worker silent longer than --timeout
                manage_workers()      spawn or retire workers until the count is right
-    worker   runs the iterative model's loop (the threaded one when --threads > 1) on
-             the inherited listeners; the kernel hands each connection to one of them.
+    worker   runs the iterative model's loop (the threaded one when --threads > 1, the
+             evloop one under -k evloop, the default) on the inherited listeners; the kernel hands each connection to one of them.
              A watchdog thread writes a heartbeat byte to the master every second or so,
              except while a request has been inside the app too long; it also recycles
              the worker after --max-requests and ends it when the master is gone.
@@ -40,6 +40,7 @@ import time
 
 from ..connection import Stats
 from .base import Model
+from .evloop import EventLoopModel
 from .iterative import IterativeModel
 from .threaded import ThreadedModel
 
@@ -341,6 +342,8 @@ class PreforkModel(Model):
         if settings.worker_threads > 1:
             self.ctx.settings = dataclasses.replace(settings, threads=settings.worker_threads)
             return ThreadedModel(self.ctx, self.listeners)
+        if settings.model == "evloop":
+            return EventLoopModel(self.ctx, self.listeners)
         return IterativeModel(self.ctx, self.listeners)
 
 
