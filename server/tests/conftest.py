@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -209,6 +210,17 @@ def zombies_of(pid: int) -> list[int]:
 
 def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def require_tool(*names: str) -> None:
+    """Skip when a host tool is missing on a developer's machine, with how to get it;
+    under CI (CI=true, where .ci/run installs them all) a missing tool is a failure."""
+    missing = [name for name in names if shutil.which(name) is None]
+    if missing:
+        message = f"needs {', '.join(missing)} (apt-get install {' '.join(missing)})"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
 
 
 @pytest.fixture(params=AVAILABLE_MODELS)

@@ -19,12 +19,18 @@ from pathlib import Path
 
 import pytest
 
+from conftest import require_tool
+
 ROOT = Path(__file__).resolve().parents[2]
 RUN = ROOT / "loadtest" / "bench" / "run.py"
 BENCH_VENV_PYTHON = ROOT / "loadtest" / "bench" / ".venv" / "bin" / "python"
 SERVERS = ["wizgy-evloop", "waitress"]
 
-pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed")
+
+
+@pytest.fixture(autouse=True)
+def wrk_installed():
+    require_tool("wrk")
 
 
 def has_modules(python: Path | str, *modules: str) -> bool:

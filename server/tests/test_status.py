@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from conftest import (
+    require_tool,
     AVAILABLE_MODELS,
     SERVER,
     TEST_APPS,
@@ -35,12 +36,12 @@ KEYS = {"model", "lesson", "app", "pid", "children", "zombies", "open_fds", "nof
         "emfile_events", "connections_active", "connections_idle", "processes", "events",
         "hostname"}
 PROCESS_KEYS = {"pid", "role", "state", "open_fds", "rss_bytes", "requests"}
-MAIN_ROLE = {"prefork": "master", "fork": "parent"}
+MAIN_ROLE = {"prefork": "master", "evloop": "master", "fork": "parent"}
 
 
 @contextlib.contextmanager
 def status_server(model: str, *args: str, **kwargs):
-    extra = ("--workers", "2") if model == "prefork" else ()
+    extra = ("--workers", "2") if model in ("prefork", "evloop") else ()
     with run_wizgy("-k", model, *extra, "--status-bind", "127.0.0.1:0", *args,
                    "testapp:app", **kwargs) as server:
         m = server.wait_for_output(STATUS_AT)
@@ -92,7 +93,7 @@ def test_status_keys_and_roles(model):
         for process in report["processes"]:
             assert PROCESS_KEYS <= process.keys()
             assert process["rss_bytes"] > 0 and process["state"] in "RSD"
-        if model == "prefork":
+        if model in ("prefork", "evloop"):
             assert [p["role"] for p in rest[:-1]] == ["worker", "worker"]
 
 
@@ -137,11 +138,8 @@ def proc_limit(pid: int, name: str) -> int | None:
     return None if value == "unlimited" else int(value)
 
 
-@pytest.mark.skipif("fork" not in AVAILABLE_MODELS, reason="fork model not written yet")
 def test_zombies_match_proc_under_no_reap():
     with status_server("fork", "--lesson", "no-reap", "--graceful-timeout", "1") as server:
-        if "LESSON" not in server.output():
-            pytest.skip("--lesson is not wired to the fork model yet")
         for _ in range(3):
             assert app_get(server, "/hello") == 200
         assert eventually(lambda: len(zombies_of(server.pid)) >= 3)
@@ -346,10 +344,8 @@ def static_files(root: Path):
         httpd.server_close()
 
 
-@pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("node")),
-                    reason="needs Debian's chromium and node")
-@pytest.mark.skipif("fork" not in AVAILABLE_MODELS, reason="fork model not written yet")
 def test_live_view_shows_what_proc_shows():
+    require_tool("chromium", "node")
     with status_server("fork", "--lesson", "no-reap", "--graceful-timeout", "1") as server, \
             static_files(LIVE_VIEW) as site:
         for _ in range(4):
@@ -379,8 +375,7 @@ def test_live_view_shows_what_proc_shows():
 
 def test_live_view_unit_tests():
     """nginx/html/wizgy/tests/*.test.mjs (the page's data handling), run by node."""
-    if not shutil.which("node"):
-        pytest.skip("needs node")
+    require_tool("node")
     proc = subprocess.run(["node", "--test", str(LIVE_VIEW / "wizgy" / "tests")],
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
