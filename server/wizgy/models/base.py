@@ -53,6 +53,17 @@ class Model:
         return 1
 
     def run(self) -> int:
+        """A single-process model: serve until a stop signal. Exit status 0."""
+        self.install_signals()
+        try:
+            self.serve_forever()
+        except KeyboardInterrupt:
+            pass  # SIGINT/SIGQUIT, or the graceful timeout ran out
+        finally:
+            self.close_listeners()
+        return 0
+
+    def serve_forever(self) -> None:
         raise NotImplementedError
 
     # signals -----------------------------------------------------------------------

@@ -18,16 +18,6 @@ from .base import Model
 class IterativeModel(Model):
     name = "iterative"
 
-    def run(self) -> int:
-        self.install_signals()
-        try:
-            self.serve_forever()
-        except KeyboardInterrupt:
-            pass
-        finally:
-            self.close_listeners()
-        return 0
-
     def serve_forever(self) -> None:
         while self.stop is None:
             for listener in self.wait_for_connections():

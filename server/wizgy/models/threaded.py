@@ -41,16 +41,6 @@ class ThreadedModel(Model):
     name = "threaded"
     multithread = True
 
-    def run(self) -> int:
-        self.install_signals()
-        try:
-            self.serve_forever()
-        except KeyboardInterrupt:
-            pass
-        finally:
-            self.close_listeners()
-        return 0
-
     def serve_forever(self) -> None:
         self.jobs: queue.SimpleQueue = queue.SimpleQueue()
         self.returned: queue.SimpleQueue = queue.SimpleQueue()
