@@ -6,11 +6,14 @@ Each test brings up its own compose project (see conftest.py) and removes it.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+
+from conftest import require_tool
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(1200)]
 
@@ -124,3 +127,39 @@ def test_scaled_servers_both_get_requests(stack):
         upstreams.add(headers["X-Upstream-Addr"])
         time.sleep(0.05)
     assert len(upstreams) == 2, upstreams
+
+
+BROWSER = Path(__file__).resolve().parents[3] / "nginx" / "html" / "wizgy" / "tests" / \
+    "browser.mjs"
+
+
+def live_view(stack, shot: Path) -> dict:
+    """The live view through nginx, in headless Chromium: what the page shows."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page = f"http://127.0.0.1:{stack.nginx_port}/wizgy/"
+    proc = subprocess.run(["node", "--experimental-websocket", str(BROWSER), page,
+                           "--wait", "4", "--screenshot", str(shot)],
+                          capture_output=True, text=True, timeout=90, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    shown = json.loads(proc.stdout)
+    assert shown["error"] is None, shown
+    return shown
+
+
+def test_live_view_through_nginx_follows_a_lesson(stack):
+    require_tool("chromium", "node")
+    stack.up("server", "nginx", WIZGY_MODEL="fork", WIZGY_LESSON="")
+    before = live_view(stack, ARTIFACTS / "live-view-fork.png")
+    assert (before["model"], before["numbers"]["zombies"]) == ("fork", "0"), before
+
+    # Switch to the no-reap lesson: every connection leaves a zombie behind.
+    stack.up("server", "nginx", WIZGY_MODEL="fork", WIZGY_LESSON="no-reap")
+    lesson_clients(stack, "--max-clients", "12", "--timeout", "60")
+    time.sleep(2)
+    shot = ARTIFACTS / "live-view-no-reap.png"
+    after = live_view(stack, shot)
+    status = stack.get_json("/wizgy/status")
+    assert (after["model"], after["lesson"]) == ("fork", "no-reap"), after
+    assert int(after["numbers"]["zombies"]) == status["zombies"] == zombies(stack) >= 12
+    assert after["numbers"]["open fds"].endswith(f"/ {status['nofile_limit']}")
+    assert shot.stat().st_size > 10_000

@@ -205,7 +205,10 @@ class ForkModel(Model):
         code = 0
         try:
             self.become_child(slot)
-            Connection(sock, peer, self.ctx).serve()
+            try:
+                Connection(sock, peer, self.ctx).serve()
+            finally:
+                self.ctx.stats.active = 0  # the slot shows no connection once we exit
         except KeyboardInterrupt:
             pass  # SIGINT, or the graceful stop ran out of time
         except BaseException:
