@@ -63,8 +63,27 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def abandoned(project: str) -> bool:
+    """A wizgy-test-PID project whose pytest is gone (never another live run's)."""
+    if not project.startswith("wizgy-test-"):
+        return False
+    pid = project.removeprefix("wizgy-test-")
+    if not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 def remove_test_projects() -> None:
-    """Containers and networks of test projects a killed run may have left."""
+    """Containers and networks of this run's test projects, and of runs that were
+    killed; a test run still going on in parallel keeps its own."""
     label = "label=com.docker.compose.project"
     for kind, listing in (("container", ["ps", "-a"]), ("network", ["network", "ls"])):
         found = subprocess.run(
@@ -72,7 +91,8 @@ def remove_test_projects() -> None:
              '{{.ID}} {{.Label "com.docker.compose.project"}}'],
             check=False, capture_output=True, text=True, timeout=60,
         ).stdout.split("\n")  # fmt: skip
-        ids = [line.split()[0] for line in found if " wizgy-test-" in f" {line.partition(' ')[2]}"]
+        ids = [line.split()[0] for line in found
+               if line.strip() and abandoned(line.partition(" ")[2].strip())]
         if ids:
             subprocess.run(
                 ["docker", kind, "rm", "-f", *ids], check=False, capture_output=True, timeout=120

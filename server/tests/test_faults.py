@@ -1,0 +1,298 @@
+"""Faults under load: what a killed, reloaded, resized or stopped server loses.
+
+Load comes from Locust run headless as a subprocess (loadtest/soak_locustfile.py),
+its failures counted from its CSV stats; where a client must tell "refused" from
+"lost" (SIGTERM) or misbehave on purpose (closing mid-body), from a bounded loop of
+raw sockets instead. Every loop is bounded in count and time and aims at 127.0.0.1.
+
+    SIGKILL a worker    loses at most the connections that worker held, counted from
+                        its /proc/PID/fd while it is stopped (SIGSTOP) just before
+    HUP, TTIN, TTOU     lose nothing
+    SIGTERM             finishes every request that reached a worker; only new
+                        connections are refused
+    rude clients        leave no descriptor, process or zombie behind
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import (AVAILABLE_MODELS, REPO, children_of, connect, read_response, run_wizgy,
+                      zombies_of)
+
+LOCUSTFILE = REPO / "loadtest" / "soak_locustfile.py"
+GET = b"GET %s HTTP/1.1\r\nHost: t\r\n\r\n"
+
+
+def wait_for(condition, timeout: float = 10.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def workers(srv) -> set[int]:
+    return set(children_of(srv.pid))
+
+
+def sockets_of(pid: int) -> int:
+    """Open socket descriptors of a process (listeners and connections)."""
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+    return count
+
+
+class Locust:
+    """`locust --headless` as a subprocess for a bounded time; results from its CSV."""
+
+    def __init__(self, tmp_path: Path, url: str, user: str, users: int, seconds: int,
+                 env: dict | None = None) -> None:
+        self.prefix = tmp_path / "locust"
+        self.log = open(tmp_path / "locust.log", "wb")  # noqa: SIM115 - closed in wait()
+        self.seconds = seconds
+        cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
+               "-u", str(users), "-r", str(users), "-t", f"{seconds}s", "--host", url,
+               "--csv", str(self.prefix), "--only-summary", "--stop-timeout", "5",
+               "--loglevel", "WARNING", user]
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, **(env or {})}, cwd=tmp_path,
+                                     start_new_session=True)
+        self.started = time.monotonic()
+
+    def wait(self) -> None:
+        try:
+            self.proc.wait(self.seconds + 30)
+        finally:
+            if self.proc.poll() is None:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+            self.log.close()
+
+    def totals(self) -> tuple[int, int]:
+        """(requests, failures) over every route."""
+        with open(f"{self.prefix}_stats.csv", newline="") as f:
+            row = next(r for r in csv.DictReader(f) if r["Name"] == "Aggregated")
+        return int(row["Request Count"]), int(row["Failure Count"])
+
+    def failures(self) -> list[tuple[str, int]]:
+        with open(f"{self.prefix}_failures.csv", newline="") as f:
+            return [(r["Error"], int(r["Occurrences"])) for r in csv.DictReader(f)]
+
+
+def test_sigkill_loses_only_the_killed_workers_requests(tmp_path):
+    """Nine users, each always inside a 0.5 s request, over three event-loop workers:
+    the victim holds about three of them when it dies."""
+    with run_wizgy("-k", "evloop", "-w", "3", "testapp:app") as srv:
+        before = wait_for(lambda: len(workers(srv)) == 3 and workers(srv), what="3 workers")
+        victim = min(before)
+        idle_sockets = sockets_of(victim)  # the listener
+        load = Locust(tmp_path, srv.url, "SleepUser", users=9, seconds=8,
+                      env={"WIZGY_SLEEP": "0.5"})
+        time.sleep(4)
+        os.kill(victim, signal.SIGSTOP)  # frozen: it can take no new connection now
+        held = sockets_of(victim) - idle_sockets
+        os.kill(victim, signal.SIGKILL)
+        after = wait_for(lambda: len(workers(srv)) == 3 and victim not in workers(srv)
+                         and workers(srv), what="a replacement")
+        load.wait()
+        requests, failures = load.totals()
+        assert held >= 1, "the victim held no connection: the load did not reach it"
+        assert failures <= held, (held, load.failures())
+        assert len(after - before) == 1
+        # each worker serves its 0.5 s requests one after another: 6 a second in all
+        assert requests > 20, requests  # and the others kept serving
+        print(f"victim held {held} connections; {failures} of {requests} requests failed")
+        srv.wait_for_output(rf"Worker {victim} exited with status signal SIGKILL")
+
+
+@pytest.mark.parametrize("model", ["evloop", "gthread"])
+def test_hup_under_locust_load_loses_nothing(tmp_path, model):
+    with run_wizgy("-k", model, "-w", "2", "testapp:app") as srv:
+        old = wait_for(lambda: len(workers(srv)) == 2 and workers(srv), what="2 workers")
+        load = Locust(tmp_path, srv.url, "QuickUser", users=8, seconds=7)
+        time.sleep(3)
+        os.kill(srv.pid, signal.SIGHUP)
+        wait_for(lambda: len(workers(srv)) == 2 and not workers(srv) & old, timeout=15,
+                 what="the old workers to go")
+        load.wait()
+        requests, failures = load.totals()
+        assert failures == 0, load.failures()
+        assert requests > 200, requests
+        assert "Handling signal: hup" in srv.output()
+
+
+@pytest.mark.parametrize("model", ["evloop", "gthread"])
+def test_ttin_and_ttou_under_locust_load_lose_nothing(tmp_path, model):
+    with run_wizgy("-k", model, "-w", "2", "testapp:app") as srv:
+        wait_for(lambda: len(workers(srv)) == 2, what="2 workers")
+        load = Locust(tmp_path, srv.url, "QuickUser", users=8, seconds=8)
+        time.sleep(2.5)
+        os.kill(srv.pid, signal.SIGTTIN)
+        wait_for(lambda: len(workers(srv)) == 3, what="3 workers")
+        time.sleep(1)
+        for _ in range(2):
+            os.kill(srv.pid, signal.SIGTTOU)
+            time.sleep(0.3)  # two signals at once would merge into one
+        wait_for(lambda: len(workers(srv)) == 1, what="1 worker")
+        load.wait()
+        requests, failures = load.totals()
+        assert failures == 0, load.failures()
+        assert requests > 200, requests
+        assert zombies_of(srv.pid) == []
+
+
+class Outcome:
+    """What one raw request ended as. `refused`: connect() failed, the listener was
+    closed (expected after SIGTERM). `lost`: connected and sent, then no full answer."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.ok = self.refused = 0
+        self.lost: list[str] = []
+        self.started_before_term = 0
+        self.ok_before_term = 0
+
+    def add(self, kind: str, before_term: bool, detail: str = "") -> None:
+        with self.lock:
+            if kind == "ok":
+                self.ok += 1
+                self.ok_before_term += before_term
+            elif kind == "refused":
+                self.refused += 1
+            else:
+                self.lost.append(detail)
+            if kind != "refused":
+                self.started_before_term += before_term
+
+
+def one_request(port: int, path: bytes, outcome: Outcome, term_sent: threading.Event) -> None:
+    try:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    except (ConnectionRefusedError, ConnectionResetError, TimeoutError) as error:
+        # (a connect() that times out never reached a worker either)
+        outcome.add("refused", False, repr(error))
+        return
+    before_term = not term_sent.is_set()
+    with sock:
+        try:
+            sock.sendall(b"GET %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n" % path)
+            status, _, body = read_response(sock, timeout=10)
+        except (OSError, ConnectionError) as error:
+            outcome.add("lost", before_term, f"{error!r} (sent before TERM: {before_term})")
+            return
+    if status == 200 and body.startswith(b"slept"):
+        outcome.add("ok", before_term)
+    else:
+        outcome.add("lost", before_term, f"status {status}: {body[:60]!r}")
+
+
+@pytest.mark.parametrize("model", ["evloop", "prefork", "gthread"])
+def test_sigterm_under_load_finishes_in_flight_requests(model):
+    """Eight clients in a loop of 0.3 s requests over two workers; TERM in the middle.
+    Every request that reached the server is answered; after the stop, connect()
+    is refused. A request sent into the listen queue of a closing server would be
+    lost: that is a failure too."""
+    with run_wizgy("-k", model, "-w", "2", "--threads", "4", "testapp:app") as srv:
+        wait_for(lambda: len(workers(srv)) == 2, what="2 workers")
+        outcome, term_sent, stop = Outcome(), threading.Event(), threading.Event()
+        deadline = time.monotonic() + 20
+
+        def client() -> None:
+            for _ in range(200):  # bounded: 200 x 0.3 s is past any deadline below
+                if stop.is_set() or time.monotonic() > deadline:
+                    return
+                one_request(srv.port, b"/sleep?s=0.3", outcome, term_sent)
+
+        threads = [threading.Thread(target=client) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        time.sleep(1.5)
+        term_sent.set()
+        os.kill(srv.pid, signal.SIGTERM)
+        assert srv.proc.wait(15) == 0
+        time.sleep(0.5)  # the clients see the refusals
+        stop.set()
+        for thread in threads:
+            thread.join(15)
+        assert outcome.lost == [], outcome.lost[:5]
+        assert outcome.ok_before_term >= 16  # load was running: 8 clients x 1.5 s / 0.3 s
+        assert outcome.ok_before_term == outcome.started_before_term
+        assert outcome.refused >= 1  # and the clients kept trying past the end
+        assert children_of(srv.pid) == []
+
+
+def socket_fds(pids) -> dict[int, int]:
+    return {pid: sockets_of(pid) for pid in pids}
+
+
+def rude_clients(port: int, rounds: int) -> None:
+    """Every way a client can walk away, `rounds` times each."""
+    for _ in range(rounds):
+        # closes mid-body: promised 100,000 bytes, sent 1,000
+        with connect(port) as sock:
+            sock.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n"
+                         + b"x" * 1000)
+        # closes mid-chunked-body
+        with connect(port) as sock:
+            sock.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
+                         b"\r\n400\r\n" + b"y" * 100)
+        # closes before reading the response, which is still being computed
+        with connect(port) as sock:
+            sock.sendall(GET % b"/sleep?s=0.05")
+        # closes before reading a long streamed response (the server's writes fail)
+        with connect(port) as sock:
+            sock.sendall(GET % b"/stream?n=20000")
+        # closes mid-head
+        with connect(port) as sock:
+            sock.sendall(b"GET /hello HTTP/1.1\r\nHost")
+        # resets instead of closing (SO_LINGER 0: RST), with a request in the server
+        with connect(port) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            sock.sendall(GET % b"/stream?n=20000")
+
+
+@pytest.mark.parametrize("model", AVAILABLE_MODELS)
+def test_clients_walking_away_leave_nothing_behind(model):
+    with run_wizgy("-k", model, "-w", "2", "--threads", "4", "--keep-alive", "1",
+                   "--timeout", "5", "testapp:app") as srv:
+        served = {srv.pid} | workers(srv) if model in ("evloop", "prefork") else {srv.pid}
+        with connect(srv.port) as sock:  # warm up: one request of each kind first
+            sock.sendall(GET % b"/hello")
+            assert read_response(sock)[0] == 200
+        time.sleep(1.5)
+        baseline = socket_fds(served)
+        rude_clients(srv.port, 15)
+        with connect(srv.port) as sock:  # and the server still serves
+            sock.sendall(GET % b"/hello")
+            assert read_response(sock)[0] == 200
+
+        def settled():
+            now = {pid: sockets_of(pid) for pid in served}
+            extra = set(children_of(srv.pid)) - served
+            return now == baseline and not extra and now
+
+        try:
+            wait_for(settled, timeout=12, what="descriptors back to the baseline")
+        except AssertionError:
+            raise AssertionError(f"sockets {baseline} -> {socket_fds(served)}; children "
+                                 f"{children_of(srv.pid)} (zombies {zombies_of(srv.pid)})") \
+                from None
+        assert zombies_of(srv.pid) == []
+        assert srv.proc.poll() is None
+        assert "Traceback" not in srv.output()
