@@ -37,7 +37,7 @@ KEEP_APP = APP=$${APP:-$(RUNNING_APP)}
 # Build through the engine's own BuildKit, without needing the buildx plugin.
 export COMPOSE_BAKE := false
 
-.PHONY: help up down logs ps test venv base build ca-bundle load clients scale bench clean \
+.PHONY: help up down logs ps test venv base build ca-bundle load clients scale bench smuggle clean \
 	$(addprefix app-,$(APPS)) $(addprefix lesson-,$(LESSONS))
 
 help: ## list the targets
@@ -104,6 +104,11 @@ BENCH_ARGS ?=
 
 bench: ## the bench harness (loadtest/bench): every server side by side; BENCH_ARGS="--quick" or "--servers wizgy,granian --scenarios hello,c1"
 	$(PYTHON) loadtest/bench/run.py $(BENCH_ARGS)
+
+SMUGGLE_ARGS ?=
+
+smuggle: ## the smuggling lab: the invalid corpus sent to wizgy, gunicorn and waitress side by side; writes loadtest/smuggle/results.md; SMUGGLE_ARGS="--servers wizgy,gunicorn-gthread"
+	$(PYTHON) loadtest/smuggle/run.py $(SMUGGLE_ARGS)
 
 clean: ## remove this project's containers, networks, volumes and images (not the Debian base)
 	$(COMPOSE) down --rmi all --volumes --remove-orphans

@@ -36,6 +36,8 @@ def app(environ, start_response):
             os.write(fd, line)
         finally:
             os.close(fd)
-    start_response("200 OK", [("Content-Type", "application/json"),
-                              ("Content-Length", str(len(line)))])
+    start_response(
+        "200 OK",
+        [("Content-Type", "application/json"), ("Content-Length", str(len(line)))],
+    )
     return [line]

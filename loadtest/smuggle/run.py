@@ -49,11 +49,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 SERVER_DIR = ROOT / "server"
-sys.path[:0] = [str(SERVER_DIR), str(SERVER_DIR / "tests"), str(ROOT / "loadtest" / "bench")]
+sys.path[:0] = [
+    str(SERVER_DIR),
+    str(SERVER_DIR / "tests"),
+    str(ROOT / "loadtest" / "bench"),
+]
 
-from corpus_loader import Case, corpus  # noqa: E402
-
-from wizgy.http import Limits  # noqa: E402
+from corpus_loader import Case, corpus
+from wizgy.http import Limits
 
 BENCH_VENV = ROOT / "loadtest" / "bench" / ".venv"
 LISTENING = re.compile(r"(?:Listening at:|Serving on) http://127\.0\.0\.1:(\d+)")
@@ -73,9 +76,14 @@ class ServerSpec:
     note: str = ""
 
     def argv(self, limits: Limits, python: str) -> list[str]:
-        words = [w.format(python=python, bench_bin=BENCH_VENV / "bin") for w in self.command]
-        flags = [f"{self.limit_flags[name]}={value}"
-                 for name, value in changed_limits(limits).items() if name in self.limit_flags]
+        words = [
+            w.format(python=python, bench_bin=BENCH_VENV / "bin") for w in self.command
+        ]
+        flags = [
+            f"{self.limit_flags[name]}={value}"
+            for name, value in changed_limits(limits).items()
+            if name in self.limit_flags
+        ]
         return words[:-1] + flags + words[-1:]  # before the app: waitress uses getopt
 
     def unapplied(self, limits: Limits) -> list[str]:
@@ -84,37 +92,95 @@ class ServerSpec:
 
 SERVERS = {
     "wizgy": ServerSpec(
-        "wizgy", "", ("{python}", "-m", "wizgy", "-b", "127.0.0.1:0", "-w", "1",
-                      "--keep-alive", "5", "echo_app:app"),
-        {"request_line": "--limit-request-line", "fields": "--limit-request-fields",
-         "field_size": "--limit-request-field-size", "max_body": "--max-body"},
-        note="default model (prefork master + one evloop worker)"),
+        "wizgy",
+        "",
+        (
+            "{python}",
+            "-m",
+            "wizgy",
+            "-b",
+            "127.0.0.1:0",
+            "-w",
+            "1",
+            "--keep-alive",
+            "5",
+            "echo_app:app",
+        ),
+        {
+            "request_line": "--limit-request-line",
+            "fields": "--limit-request-fields",
+            "field_size": "--limit-request-field-size",
+            "max_body": "--max-body",
+        },
+        note="default model (prefork master + one evloop worker)",
+    ),
     "gunicorn": ServerSpec(
-        "gunicorn", "gunicorn", ("{bench_bin}/gunicorn", "-b", "127.0.0.1:0", "-k", "sync",
-                                 "-w", "1", "--no-control-socket", "echo_app:app"),
-        {"request_line": "--limit-request-line", "fields": "--limit-request-fields",
-         "field_size": "--limit-request-field_size"},
+        "gunicorn",
+        "gunicorn",
+        (
+            "{bench_bin}/gunicorn",
+            "-b",
+            "127.0.0.1:0",
+            "-k",
+            "sync",
+            "-w",
+            "1",
+            "--no-control-socket",
+            "echo_app:app",
+        ),
+        {
+            "request_line": "--limit-request-line",
+            "fields": "--limit-request-fields",
+            "field_size": "--limit-request-field_size",
+        },
         note="sync worker: answers one request per connection, then closes, so a "
-             "second request on the connection is never read"),
+        "second request on the connection is never read",
+    ),
     "gunicorn-gthread": ServerSpec(
-        "gunicorn-gthread", "gunicorn",
-        ("{bench_bin}/gunicorn", "-b", "127.0.0.1:0", "-k", "gthread", "--threads", "4",
-         "-w", "1", "--no-control-socket", "echo_app:app"),
-        {"request_line": "--limit-request-line", "fields": "--limit-request-fields",
-         "field_size": "--limit-request-field_size"},
-        note="gthread worker: keeps connections alive (not run by default)"),
+        "gunicorn-gthread",
+        "gunicorn",
+        (
+            "{bench_bin}/gunicorn",
+            "-b",
+            "127.0.0.1:0",
+            "-k",
+            "gthread",
+            "--threads",
+            "4",
+            "-w",
+            "1",
+            "--no-control-socket",
+            "echo_app:app",
+        ),
+        {
+            "request_line": "--limit-request-line",
+            "fields": "--limit-request-fields",
+            "field_size": "--limit-request-field_size",
+        },
+        note="gthread worker: keeps connections alive (not run by default)",
+    ),
     "waitress": ServerSpec(
-        "waitress", "waitress", ("{bench_bin}/waitress-serve", "--listen=127.0.0.1:0",
-                                 "--threads=4", "echo_app:app"),
+        "waitress",
+        "waitress",
+        (
+            "{bench_bin}/waitress-serve",
+            "--listen=127.0.0.1:0",
+            "--threads=4",
+            "echo_app:app",
+        ),
         {"max_body": "--max-request-body-size"},
-        note="has no per-line, per-field or field-count limit (only a total header size)"),
+        note="has no per-line, per-field or field-count limit (only a total header size)",
+    ),
 }
 DEFAULT_SERVERS = ["wizgy", "gunicorn", "waitress"]
 
 
 def changed_limits(limits: Limits) -> dict[str, int]:
-    return {f.name: getattr(limits, f.name) for f in dataclasses.fields(Limits)
-            if getattr(limits, f.name) != getattr(DEFAULT_LIMITS, f.name)}
+    return {
+        f.name: getattr(limits, f.name)
+        for f in dataclasses.fields(Limits)
+        if getattr(limits, f.name) != getattr(DEFAULT_LIMITS, f.name)
+    }
 
 
 def availability(names: list[str], log=print) -> dict[str, str | None]:
@@ -123,15 +189,21 @@ def availability(names: list[str], log=print) -> dict[str, str | None]:
     if not wanted:
         return dict.fromkeys(names)
     record: dict = {}
-    missing = [p for p in wanted if not (BENCH_VENV / "bin" / p).exists()
-               and not (BENCH_VENV / "bin" / f"{p}-serve").exists()]
+    missing = [
+        p
+        for p in wanted
+        if not (BENCH_VENV / "bin" / p).exists()
+        and not (BENCH_VENV / "bin" / f"{p}-serve").exists()
+    ]
     if missing:
         try:
             import bench_venv
 
             record = bench_venv.ensure(log)
-        except Exception as error:  # a failed venv build is a result, not a crash
-            record = {p: {"ok": False, "reason": f"bench venv: {error}"} for p in wanted}
+        except (OSError, subprocess.SubprocessError) as error:  # reported, not fatal
+            record = {
+                p: {"ok": False, "reason": f"bench venv: {error}"} for p in wanted
+            }
     out = {}
     for name in names:
         package = SERVERS[name].package
@@ -139,7 +211,9 @@ def availability(names: list[str], log=print) -> dict[str, str | None]:
             out[name] = None
         elif package in record and not record[package].get("ok"):
             out[name] = f"not installed: {record[package].get('reason')}"
-        elif not any((BENCH_VENV / "bin" / exe).exists() for exe in (package, f"{package}-serve")):
+        elif not any(
+            (BENCH_VENV / "bin" / exe).exists() for exe in (package, f"{package}-serve")
+        ):
             out[name] = f"not installed in {BENCH_VENV}"
         else:
             out[name] = None
@@ -149,18 +223,31 @@ def availability(names: list[str], log=print) -> dict[str, str | None]:
 class Running:
     """One server process on port 0, its own process group, its app's request log."""
 
-    def __init__(self, spec: ServerSpec, limits: Limits, python: str, tmp: Path) -> None:
+    def __init__(
+        self, spec: ServerSpec, limits: Limits, python: str, tmp: Path
+    ) -> None:
         self.spec = spec
-        tag = "-".join(f"{k}{v}" for k, v in changed_limits(limits).items()) or "default"
+        tag = (
+            "-".join(f"{k}{v}" for k, v in changed_limits(limits).items()) or "default"
+        )
         self.app_log = tmp / f"{spec.name}-{tag}.requests"
         self.out_path = tmp / f"{spec.name}-{tag}.out"
         self.app_log.touch()
-        env = {**os.environ, "SMUGGLE_LOG": str(self.app_log), "PYTHONUNBUFFERED": "1",
-               "PYTHONPATH": os.pathsep.join([str(SERVER_DIR), str(HERE)])}
+        env = {
+            **os.environ,
+            "SMUGGLE_LOG": str(self.app_log),
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": os.pathsep.join([str(SERVER_DIR), str(HERE)]),
+        }
         with open(self.out_path, "wb") as out:
-            self.proc = subprocess.Popen(spec.argv(limits, python), cwd=HERE, env=env,
-                                         stdout=out, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                spec.argv(limits, python),
+                cwd=HERE,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.port = self._wait_listening()
         self._offset = 0
 
@@ -309,15 +396,19 @@ def observe(running: Running, case: Case, timeout: float) -> dict:
         "closed": result.closed and len(result.statuses) < 2,
         "reset": result.reset,
         "timed_out": result.timed_out,
-        "app_saw": [f"{r['method']} {r['path']}" + (f" ({r['body_len']} B)" if r["body_len"]
-                                                      else "") for r in seen],
+        "app_saw": [
+            f"{r['method']} {r['path']}"
+            + (f" ({r['body_len']} B)" if r["body_len"] else "")
+            for r in seen
+        ],
         # requests the client never sent as such: neither the first nor the benign one
         "hidden": sum(1 for r in seen[1:] if r["query"] != benign),
     }
 
 
-def run_server(name: str, cases: list[Case], timeout: float, python: str,
-               tmp: Path) -> dict:
+def run_server(
+    name: str, cases: list[Case], timeout: float, python: str, tmp: Path
+) -> dict:
     """Every case against one server: one process per distinct set of limits."""
     spec = SERVERS[name]
     results: dict[str, dict] = {}
@@ -343,22 +434,43 @@ def run_server(name: str, cases: list[Case], timeout: float, python: str,
     return results
 
 
-def run_lab(names: list[str], cases: list[Case], timeout: float = 2.0,
-            python: str = sys.executable, log=print) -> dict:
+def run_lab(
+    names: list[str],
+    cases: list[Case],
+    timeout: float = 2.0,
+    python: str = sys.executable,
+    log=print,
+) -> dict:
     unavailable = availability(names, log)
     report: dict = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "servers": {n: {"note": SERVERS[n].note, "unavailable": unavailable[n],
-                        "version": version_of(n, python)} for n in names},
-        "rules": [{"rule": c.name, "expected": c.expect_status,
-                   "limits": changed_limits(c.limits)} for c in cases],
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "servers": {
+            n: {
+                "note": SERVERS[n].note,
+                "unavailable": unavailable[n],
+                "version": version_of(n, python),
+            }
+            for n in names
+        },
+        "rules": [
+            {
+                "rule": c.name,
+                "expected": c.expect_status,
+                "limits": changed_limits(c.limits),
+            }
+            for c in cases
+        ],
         "results": {},
     }
     runnable = [n for n in names if unavailable[n] is None]
-    with tempfile.TemporaryDirectory(prefix="smuggle-lab-") as tmp, \
-            concurrent.futures.ThreadPoolExecutor(max(1, len(runnable))) as pool:
-        futures = {n: pool.submit(run_server, n, cases, timeout, python, Path(tmp))
-                   for n in runnable}
+    with (
+        tempfile.TemporaryDirectory(prefix="smuggle-lab-") as tmp,
+        concurrent.futures.ThreadPoolExecutor(max(1, len(runnable))) as pool,
+    ):
+        futures = {
+            n: pool.submit(run_server, n, cases, timeout, python, Path(tmp))
+            for n in runnable
+        }
         for name, future in futures.items():
             report["results"][name] = future.result()
     return report
@@ -372,9 +484,14 @@ def version_of(name: str, python: str) -> str:
         return wizgy.__version__
     exe = BENCH_VENV / "bin" / "python"
     try:
-        done = subprocess.run([str(exe), "-c", "import importlib.metadata as m;"
-                               f"print(m.version({package!r}))"],
-                              capture_output=True, text=True, timeout=20, check=False)
+        code = f"import importlib.metadata as m; print(m.version({package!r}))"
+        done = subprocess.run(
+            [str(exe), "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
         return done.stdout.strip() or "?"
     except OSError:
         return "?"
@@ -412,16 +529,25 @@ def cell(result: dict | None) -> str:
     if "error" in result:
         return "error"
     status = "-" if result["status"] is None else str(result["status"])
-    closed = "closed" if result["closed"] else ("open (timeout)" if result["timed_out"]
-                                                else "open")
+    closed = (
+        "closed"
+        if result["closed"]
+        else ("open (timeout)" if result["timed_out"] else "open")
+    )
     return f"{status} {closed}, app: {app_word(result)}"
 
 
 def summary(report: dict, name: str) -> dict:
     results = report["results"].get(name, {})
     expected = {r["rule"]: r["expected"] for r in report["rules"]}
-    counts = {"rules": len(results), "expected_status": 0, "closed": 0, "app_saw_bad": 0,
-              "kept_reading": 0, "smuggled": 0}
+    counts = {
+        "rules": len(results),
+        "expected_status": 0,
+        "closed": 0,
+        "app_saw_bad": 0,
+        "kept_reading": 0,
+        "smuggled": 0,
+    }
     for rule, r in results.items():
         if "error" in r:
             continue
@@ -438,15 +564,17 @@ def markdown(report: dict) -> str:
     out = [
         "# Smuggling lab results",
         "",
-        f"Run {report['date']} with `python3 loadtest/smuggle/run.py "
-        f"--servers {','.join(names)}`. Each rule is one file of "
-        "`server/tests/corpus/invalid`, sent with a benign `GET /__second` behind it on "
-        "the same connection. A cell is: first status, whether the server then closed "
-        "the connection, and what the app was handed: `nothing`, `1 request` (the bad "
-        "request reached the app), `2 requests` (it did, and the server kept reading the "
-        "connection after it: on a framing rule, CL/TE/chunked, that is the desync "
-        "request smuggling needs, since a proxy in front may have framed it differently), "
-        "`SMUGGLED` (the app got a request the client never sent as one).",
+        (
+            f"Run {report['date']} with `python3 loadtest/smuggle/run.py "
+            f"--servers {','.join(names)}`. Each rule is one file of "
+            "`server/tests/corpus/invalid`, sent with a benign `GET /__second` behind it on "
+            "the same connection. A cell is: first status, whether the server then closed "
+            "the connection, and what the app was handed: `nothing`, `1 request` (the bad "
+            "request reached the app), `2 requests` (it did, and the server kept reading the "
+            "connection after it: on a framing rule, CL/TE/chunked, that is the desync "
+            "request smuggling needs, since a proxy in front may have framed it differently), "
+            "`SMUGGLED` (the app got a request the client never sent as one)."
+        ),
         "",
         "| server | version | notes |",
         "|---|---|---|",
@@ -454,25 +582,39 @@ def markdown(report: dict) -> str:
     for name, info in report["servers"].items():
         note = info["unavailable"] or info["note"]
         out.append(f"| {name} | {info['version']} | {note} |")
-    out += ["", "| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    out += [
+        "",
+        (
+            "| server | expected status | closed | app handed the bad request "
+            "| kept reading after it | hidden request reached the app |"
+        ),
+        "|---|---|---|---|---|---|",
+    ]
     for name in names:
-        s = summary(report, name)
         if report["servers"][name]["unavailable"]:
             continue
-        out.append(f"| {name}: of {s['rules']} rules | expected status {s['expected_status']}"
-                   f", closed {s['closed']}, app handed the bad request {s['app_saw_bad']}"
-                   f", kept reading after it {s['kept_reading']}"
-                   f", hidden request reached the app {s['smuggled']} |" + " |" * (len(names) - 1))
-    out += ["", "| rule | expected | " + " | ".join(names) + " |",
-            "|---|---|" + "---|" * len(names)]
+        s = summary(report, name)
+        n = s["rules"]
+        out.append(
+            f"| {name} | {s['expected_status']}/{n} | {s['closed']}/{n} | {s['app_saw_bad']} "
+            f"| {s['kept_reading']} | {s['smuggled']} |"
+        )
+    out += [
+        "",
+        "| rule | expected | " + " | ".join(names) + " |",
+        "|---|---|" + "---|" * len(names),
+    ]
     for rule in report["rules"]:
         name = rule["rule"]
         cells = []
         for server in names:
             r = report["results"].get(server, {}).get(name)
             text = cell(r)
-            if r and "error" not in r and (r["status"] != rule["expected"] or r["app_saw"]
-                                           or not r["closed"]):
+            if (
+                r
+                and "error" not in r
+                and (r["status"] != rule["expected"] or r["app_saw"] or not r["closed"])
+            ):
                 text = f"**{text}**"
             if r and r.get("limits_not_applied"):
                 text += " (limit not settable: defaults)"
@@ -480,8 +622,13 @@ def markdown(report: dict) -> str:
         limits = " ".join(f"{k}={v}" for k, v in rule["limits"].items())
         label = f"`{name}`" + (f" ({limits})" if limits else "")
         out.append(f"| {label} | {rule['expected']} | " + " | ".join(cells) + " |")
-    out += ["", "Bold: differs from wizgy's rule (another status, connection left open, or "
-            "the app was handed the request). Reproduce: `make smuggle`."]
+    out += [
+        "",
+        (
+            "Bold: differs from wizgy's rule (another status, connection left open, or "
+            "the app was handed the request). Reproduce: `make smuggle`."
+        ),
+    ]
     return "\n".join(out) + "\n"
 
 
@@ -494,21 +641,30 @@ def print_table(report: dict) -> None:
     cols = {n: max(30, len(n)) for n in names}
     print(f"{'rule':<{width}}  exp  " + "  ".join(f"{n:<{cols[n]}}" for n in names))
     for rule in report["rules"]:
-        cells = [f"{cell(report['results'][n].get(rule['rule'])):<{cols[n]}}" for n in names]
+        cells = [
+            f"{cell(report['results'][n].get(rule['rule'])):<{cols[n]}}" for n in names
+        ]
         print(f"{rule['rule']:<{width}}  {rule['expected']}  " + "  ".join(cells))
     for name in names:
         s = summary(report, name)
-        print(f"{name}: {s['expected_status']}/{s['rules']} expected status, "
-              f"{s['closed']} closed, app handed {s['app_saw_bad']} bad requests, "
-              f"kept reading after {s['kept_reading']}, {s['smuggled']} hidden requests")
+        print(
+            f"{name}: {s['expected_status']}/{s['rules']} expected status, "
+            f"{s['closed']} closed, app handed {s['app_saw_bad']} bad requests, "
+            f"kept reading after {s['kept_reading']}, {s['smuggled']} hidden requests"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--servers", default=",".join(DEFAULT_SERVERS),
-                        help=f"comma-separated, of {', '.join(SERVERS)}")
+    parser.add_argument(
+        "--servers",
+        default=",".join(DEFAULT_SERVERS),
+        help=f"comma-separated, of {', '.join(SERVERS)}",
+    )
     parser.add_argument("--only", help="comma-separated rule names (corpus file stems)")
-    parser.add_argument("--timeout", type=float, default=2.0, help="seconds per request")
+    parser.add_argument(
+        "--timeout", type=float, default=2.0, help="seconds per request"
+    )
     parser.add_argument("--out", type=Path, default=HERE, help="where results.* go")
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.servers.split(",") if n.strip()]
