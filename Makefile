@@ -37,7 +37,7 @@ KEEP_APP = APP=$${APP:-$(RUNNING_APP)}
 # Build through the engine's own BuildKit, without needing the buildx plugin.
 export COMPOSE_BAKE := false
 
-.PHONY: help up down logs ps test venv base build ca-bundle load clients scale bench smuggle clean \
+.PHONY: help up down logs ps test venv base build ca-bundle load clients scale bench smuggle soak clean \
 	$(addprefix app-,$(APPS)) $(addprefix lesson-,$(LESSONS))
 
 help: ## list the targets
@@ -109,6 +109,13 @@ SMUGGLE_ARGS ?=
 
 smuggle: ## the smuggling lab: the invalid corpus sent to wizgy, gunicorn and waitress side by side; writes loadtest/smuggle/results.md; SMUGGLE_ARGS="--servers wizgy,gunicorn-gthread"
 	$(PYTHON) loadtest/smuggle/run.py $(SMUGGLE_ARGS)
+
+SOAK_DURATION ?= 600
+SOAK_MODELS ?= all
+
+soak: venv ## 10 minutes of mixed Locust load on each model (SOAK_MODELS=evloop,fork SOAK_DURATION=60): RSS and descriptors flat, no zombies, no errors; JSON in test-artifacts/soak
+	@mkdir -p $(ARTIFACTS)/soak
+	$(VENV)/bin/python loadtest/soak.py --models $(SOAK_MODELS) --duration $(SOAK_DURATION) --json $(ARTIFACTS)/soak/soak.json
 
 clean: ## remove this project's containers, networks, volumes and images (not the Debian base)
 	$(COMPOSE) down --rmi all --volumes --remove-orphans

@@ -29,6 +29,9 @@ class Model:
     name = "?"
     multithread = False
     multiprocess = False
+    # False in a pre-fork worker: the listeners are shared with the master and the
+    # other workers, so a worker that stops must only close its own copies.
+    owns_listeners = True
 
     def __init__(self, ctx: ServerContext, listeners: list[socket.socket]) -> None:
         self.ctx = ctx
@@ -78,6 +81,8 @@ class Model:
         if self.stop is None:
             self.stop = "graceful"
             self.ctx.stopping = True
+            if self.owns_listeners:
+                self.stop_listening()  # new clients are refused now, not queued
             # The one thing a handler may start: a timer for the hard stop.
             if self.ctx.settings.graceful_timeout:
                 signal.setitimer(signal.ITIMER_REAL, self.ctx.settings.graceful_timeout)
@@ -111,6 +116,8 @@ class Model:
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
             return None  # another process took it, or the client gave up already
         except OSError as error:
+            if error.errno == errno.EINVAL:
+                return None  # the listener was shut down (stop_listening): we are stopping
             if error.errno not in RESOURCE_ERRORS:
                 raise
             self.resource_exhausted(error)
@@ -131,3 +138,16 @@ class Model:
     def close_listeners(self) -> None:
         for listener in self.listeners:
             listener.close()
+
+    def stop_listening(self) -> None:
+        """Stop listening in *every* process that shares the listeners: shutdown() on a
+        listening socket resets the connections queued in its backlog and makes new
+        connect()s fail at once, where close() only drops this process's descriptor
+        and leaves the kernel queueing connections that nobody will accept. Safe in a
+        signal handler: the descriptors stay open, a select() on them wakes, and
+        accept() fails with EINVAL until close_listeners()."""
+        for listener in self.listeners:
+            try:
+                listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # closed already

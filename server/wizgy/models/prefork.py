@@ -280,6 +280,8 @@ class PreforkModel(Model):
         """TERM: workers finish in-flight requests within --graceful-timeout.
         INT/QUIT: they stop at once (SIGQUIT, then SIGKILL after KILL_AFTER seconds)."""
         graceful = self.stop == "graceful"
+        self.stop_listening()  # new connections are refused now, in every worker too
+        self.close_listeners()
         self.kill_all(signal.SIGTERM if graceful else signal.SIGQUIT)
         deadline = time.monotonic() + (self.ctx.settings.graceful_timeout if graceful
                                        else KILL_AFTER)
@@ -341,10 +343,14 @@ class PreforkModel(Model):
         settings = self.ctx.settings
         if settings.worker_threads > 1:
             self.ctx.settings = dataclasses.replace(settings, threads=settings.worker_threads)
-            return ThreadedModel(self.ctx, self.listeners)
-        if settings.model == "evloop":
-            return EventLoopModel(self.ctx, self.listeners)
-        return IterativeModel(self.ctx, self.listeners)
+            model = ThreadedModel
+        elif settings.model == "evloop":
+            model = EventLoopModel
+        else:
+            model = IterativeModel
+        worker = model(self.ctx, self.listeners)
+        worker.owns_listeners = False  # a retiring worker must not stop the others'
+        return worker
 
 
 def stop_booting(signum, frame) -> None:

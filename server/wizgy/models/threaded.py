@@ -35,6 +35,7 @@ from ..http import HTTPError
 from .base import Model
 
 WAKEUP = "wakeup"
+DRAIN_IDLE = 1.0  # graceful stop: how long an idle keep-alive connection may still send
 
 
 class ThreadedModel(Model):
@@ -54,6 +55,7 @@ class ThreadedModel(Model):
         try:
             while self.stop is None:
                 self.poll()
+            self.drain()
             self.finish_in_flight()
         finally:
             for conn in list(self.parked):
@@ -87,6 +89,8 @@ class ThreadedModel(Model):
     def park(self, conn: Connection) -> None:
         settings = self.ctx.settings
         wait = settings.keep_alive if conn.requests else settings.timeout or 3600.0
+        if self.stop is not None:  # handed back by the pool as the stop began
+            wait = min(wait, DRAIN_IDLE)
         self.parked[conn] = time.monotonic() + wait
         self.selector.register(conn.sock, selectors.EVENT_READ, conn)
 
@@ -129,9 +133,27 @@ class ThreadedModel(Model):
                     conn.refuse(HTTPError(408, "request head not received in time"))
                 conn.close()
 
-    def finish_in_flight(self) -> None:
-        """Graceful stop: no new connections; let the pool finish what it holds."""
+    def drain(self) -> None:
+        """Graceful stop: accept nothing more, but serve what parked connections send
+        next (Connection: close, since ctx.stopping is set), instead of closing them
+        under a client that may be sending right now: one accepted a moment ago gets
+        up to --keep-alive seconds for its first request, an idle keep-alive one
+        DRAIN_IDLE seconds for its next. Then close what is left (expire_parked)."""
+        for listener in self.listeners:
+            self.selector.unregister(listener)
         self.close_listeners()
+        now = time.monotonic()
+        for conn, deadline in self.parked.items():
+            if not conn.parser.has_buffered_data:  # a begun head keeps its --timeout
+                grace = DRAIN_IDLE if conn.requests else \
+                    max(DRAIN_IDLE, self.ctx.settings.keep_alive)
+                self.parked[conn] = min(deadline, now + grace)
+        deadline = now + self.ctx.settings.graceful_timeout
+        while self.parked and self.stop == "graceful" and time.monotonic() < deadline:
+            self.poll()
+
+    def finish_in_flight(self) -> None:
+        """Let the pool finish the requests it holds."""
         for _ in self.pool:
             self.jobs.put(None)
         deadline = time.monotonic() + self.ctx.settings.graceful_timeout
