@@ -18,8 +18,11 @@ from conftest import AVAILABLE_MODELS, connect, read_response, run_wizgy
 GET = b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n"
 
 # Models whose idle and half-sent connections wait in a selector instead of a thread
-# or a process. iterative and prefork-sync are protected by nginx instead (see labs).
+# or a process. iterative and prefork-sync are protected by nginx instead: see the
+# stack test test_nginx_shields_sync_workers_from_slow_clients and the README.
 SELECTOR_MODELS = [m for m in ("threaded", "evloop") if m in AVAILABLE_MODELS]
+if "prefork" in AVAILABLE_MODELS:
+    SELECTOR_MODELS.append("gthread")  # pre-fork with threaded workers
 
 
 def latencies(port: int, count: int) -> list[float]:

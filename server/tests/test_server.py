@@ -65,6 +65,20 @@ def test_keep_alive_serves_many_requests_on_one_connection(server):
             assert "connection" not in headers
 
 
+def test_keep_alive_0_closes_after_each_response(model):
+    """gunicorn's meaning of --keep-alive 0 (its sync worker's only way): no keep-alive,
+    so a sync worker behind nginx is never held by an idle upstream connection."""
+    with run_wizgy("-k", model, "--keep-alive", "0", "testapp:app") as srv:
+        for _ in range(3):  # the server keeps serving, one connection per request
+            with connect(srv.port) as sock:
+                sock.sendall(GET % b"/hello")
+                status, headers, body = read_response(sock)
+                assert (status, body) == (200, b"Hello, World!\n")
+                assert headers["connection"] == "close"
+                assert read_until_close(sock) == b""
+        assert "Traceback" not in srv.output()
+
+
 def test_pipelined_requests_answered_in_order(server):
     with connect(server.port) as sock:
         sock.sendall(GET % b"/stream?n=2" + GET % b"/hello" + GET % b"/length?n=3")

@@ -84,7 +84,8 @@ class Settings:
         "--backlog", type=positive, help="Pending connections the kernel queues (listen())."))
     keep_alive: float = field(default=5.0, metadata=option(
         "--keep-alive", type=seconds, metavar="SECONDS",
-        help="How long an idle keep-alive connection is kept open."))
+        help="How long an idle keep-alive connection is kept open. 0 disables keep-alive "
+             "(every response closes its connection, as gunicorn's sync workers do)."))
     timeout: float = field(default=30.0, metadata=option(
         "-t", "--timeout", type=seconds, metavar="SECONDS",
         help="Time for a request head to arrive and for each read and write; prefork "

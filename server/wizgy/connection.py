@@ -74,6 +74,7 @@ class ServerContext:
         self.board = board  # the Scoreboard shared with child processes, if any
         self.stats = Stats()  # replaced by a scoreboard slot (same attributes) in cli.py
         self.stopping = False  # set by the model on graceful shutdown
+        self.keep_alive = settings.keep_alive > 0  # --keep-alive 0: close after each response
 
     def trusts(self, peer_ip: str) -> bool:
         return self.trust_all or peer_ip in self.trusted or peer_ip == ""  # "" = unix socket
@@ -191,7 +192,7 @@ class Connection:
             self._body_done = True
             wsgi_input = EMPTY_INPUT
         environ = build_environ(request, wsgi_input, self.info)
-        keep_alive = request.keep_alive and not ctx.stopping
+        keep_alive = request.keep_alive and ctx.keep_alive and not ctx.stopping
         resp = Response(request, self._send, keep_alive=keep_alive, check=self._check_body)
         self._response = resp
         started = time.perf_counter() if ctx.logs.access_enabled else 0.0

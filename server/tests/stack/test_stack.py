@@ -129,6 +129,77 @@ def test_scaled_servers_both_get_requests(stack):
     assert len(upstreams) == 2, upstreams
 
 
+# From the locust container: slow clients dribbling a header byte a second, first
+# straight at sync workers (WORKERS of them hold every worker), then at nginx (500 of
+# them), each time while an ordinary client asks for /hello.
+SLOW_CLIENTS = """
+import json, socket, threading, time, urllib.request
+WORKERS = 2  # as the test starts the server
+
+def dribblers(host, port, count):
+    socks = [socket.create_connection((host, port), timeout=10) for _ in range(count)]
+    stop = threading.Event()
+    def dribble():
+        head = b"GET /hello HTTP/1.1\\r\\nHost: t\\r\\nX-Slow: " + b"a" * 60
+        for i in range(len(head)):
+            for sock in socks:
+                try:
+                    sock.send(head[i:i + 1])
+                except OSError:
+                    pass
+            if stop.wait(1.0):
+                return
+    thread = threading.Thread(target=dribble, daemon=True)
+    thread.start()
+    time.sleep(1.5)  # every slow client has begun its head
+    return socks, stop
+
+def timed_get(url, timeout):
+    started = time.monotonic()
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            ok = response.status == 200 and response.read().startswith(b"Hello, World!")
+    except OSError:
+        ok = False
+    return ok, time.monotonic() - started
+
+report = {}
+socks, stop = dribblers("server", 8000, WORKERS)
+report["direct_ok"], report["direct_s"] = timed_get("http://server:8000/hello", 3)
+stop.set()
+for sock in socks:
+    sock.close()
+time.sleep(1)
+socks, stop = dribblers("nginx", 8080, 500)
+times = []
+ok = 0
+for _ in range(100):
+    good, took = timed_get("http://nginx:8080/hello", 10)
+    ok += good
+    times.append(took)
+stop.set()
+for sock in socks:
+    sock.close()
+times.sort()
+report["nginx_ok"], report["nginx_p99_ms"] = ok, times[98] * 1000
+print(json.dumps(report))
+"""
+
+
+def test_nginx_shields_sync_workers_from_slow_clients(stack):
+    """Sync workers give each connection a whole worker: two slow clients straight at
+    the server stop it. Behind nginx, which reads a client's whole head before it
+    opens an upstream request, 500 of them change nothing for anyone else."""
+    stack.up("server", "nginx", WIZGY_MODEL="sync", WIZGY_WORKERS="2")
+    status = stack.get_json("/wizgy/status")
+    assert status["threads"] == 1, status  # sync: single-threaded workers
+    report = json.loads(stack.run_python("locust", SLOW_CLIENTS))
+    print("slow clients:", report)
+    assert report["direct_ok"] is False and report["direct_s"] >= 2.9, report
+    assert report["nginx_ok"] == 100, report
+    assert report["nginx_p99_ms"] < 100, report
+
+
 BROWSER = Path(__file__).resolve().parents[3] / "nginx" / "html" / "wizgy" / "tests" / \
     "browser.mjs"
 
