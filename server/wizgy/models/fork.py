@@ -222,6 +222,7 @@ class ForkModel(Model):
         The stop signals keep base.Model's handlers: TERM ends keep-alive after the
         current response, INT/QUIT stop at once."""
         self.close_listeners()
+        self.owns_listeners = False  # the parent's: a TERM here must not shut them down
         signal.set_wakeup_fd(-1)
         os.close(self.wakeup_r)
         os.close(self.wakeup_w)
