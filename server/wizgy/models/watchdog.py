@@ -1,0 +1,92 @@
+"""What a pre-fork worker runs beside its model (prefork.py): the watchdog thread that
+sends the master its heartbeat, and the fresh import of the app after a HUP.
+
+The heartbeat is the worker's only sign of life: the master kills a worker silent
+longer than --timeout. So the watchdog stays silent while a request has been inside
+the app longer than a beat interval (a stuck app is caught), but keeps beating while
+the worker merely waits for clients (an idle worker is not stuck).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import random
+import signal
+import sys
+import threading
+import time
+
+from .base import Model
+
+
+class Watchdog(threading.Thread):
+    """A worker's heartbeat to the master, written from a thread so that waiting for a
+    client is not silence; but no beat while a request has been in the app longer
+    than a beat interval, so a stuck app goes silent and the master kills it after
+    --timeout. Also: USR1 (reopen logs) and the master's death. The app it wraps
+    counts calls for --max-requests."""
+
+    def __init__(self, ctx, worker: Model, heartbeat_w: int, master_pid: int) -> None:
+        super().__init__(name="wizgy-watchdog", daemon=True)
+        settings = ctx.settings
+        self.ctx, self.worker, self.heartbeat_w, self.master_pid = \
+            ctx, worker, heartbeat_w, master_pid
+        self.interval = min(1.0, settings.timeout / 4) if settings.timeout else 1.0
+        self.max_requests = settings.max_requests and \
+            settings.max_requests + random.randint(0, settings.max_requests_jitter)
+        self.in_app: dict[int, float] = {}  # thread id -> when its app call began
+        self.calls = 0
+        self.reopen_logs = False
+        app = ctx.app
+
+        def watched_app(environ, start_response):
+            key = threading.get_ident()
+            self.in_app[key] = time.monotonic()
+            try:
+                return app(environ, start_response)
+            finally:
+                del self.in_app[key]
+                self.calls += 1
+                if self.calls == self.max_requests:  # recycle: finish this one, then stop
+                    self.ctx.logs.error.info("Worker %d reached --max-requests (%d): "
+                                             "recycling", os.getpid(), self.calls)
+                    os.kill(os.getpid(), signal.SIGTERM)
+
+        ctx.app = watched_app
+        signal.signal(signal.SIGUSR1, self.on_usr1)
+
+    def on_usr1(self, signum, frame) -> None:
+        self.reopen_logs = True
+
+    def run(self) -> None:
+        stopping = False
+        while True:
+            if not stopping and os.getppid() != self.master_pid:
+                stopping = True
+                self.ctx.logs.error.warning("Master is gone: worker %d stops", os.getpid())
+                os.kill(os.getpid(), signal.SIGTERM)  # the worker model's graceful stop
+            if self.reopen_logs:
+                self.reopen_logs = False
+                self.ctx.logs.reopen()
+            if not self.stuck():
+                try:
+                    os.write(self.heartbeat_w, b".")
+                except BlockingIOError:
+                    pass  # the master is behind reading; it has seen us recently
+                except OSError:
+                    return
+            time.sleep(self.interval)
+
+    def stuck(self) -> bool:
+        oldest = min(self.in_app.values(), default=None)
+        return oldest is not None and time.monotonic() - oldest > self.interval
+
+
+def import_app(spec: str):
+    """MODULE:CALLABLE imported afresh (cli.py set up sys.path and the directory)."""
+    module_name, _, attribute = spec.partition(":")
+    for name in [n for n in sys.modules if n == module_name or n.startswith(module_name + ".")]:
+        del sys.modules[name]
+    importlib.invalidate_caches()
+    return getattr(importlib.import_module(module_name), attribute or "application")
