@@ -42,6 +42,13 @@ def in_pieces(data: bytes, size: int = 4096):
         yield data[start:start + size]
 
 
+def get_hello(client) -> None:
+    with client.get("/hello", name="/hello", headers=HEADERS,
+                    catch_response=True) as response:
+        if response.status_code == 200 and not response.text.startswith("Hello, World!"):
+            response.failure(f"unexpected body {response.text[:40]!r}")
+
+
 class SleepUser(HttpUser):
     wait_time = constant(0)
 
@@ -55,10 +62,7 @@ class QuickUser(HttpUser):
 
     @task(4)
     def hello(self):
-        with self.client.get("/hello", name="/hello", headers=HEADERS,
-                             catch_response=True) as response:
-            if response.status_code == 200 and not response.text.startswith("Hello, World!"):
-                response.failure(f"unexpected body {response.text[:40]!r}")
+        get_hello(self.client)
 
     @task(2)
     def pid(self):
@@ -82,10 +86,7 @@ class MixedUser(HttpUser):
 
     @task(10)
     def hello(self):
-        with self.client.get("/hello", name="/hello", headers=HEADERS,
-                             catch_response=True) as response:
-            if response.status_code == 200 and not response.text.startswith("Hello, World!"):
-                response.failure(f"unexpected body {response.text[:40]!r}")
+        get_hello(self.client)
 
     @task(4)
     def echo(self):

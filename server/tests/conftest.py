@@ -212,15 +212,35 @@ def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def wait_for(condition, timeout: float = 10.0, what: str = "condition"):
+    """Poll until condition() is truthy; its value. Fails after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def workers(srv) -> set[int]:
+    """The pids of a pre-fork master's children (its workers)."""
+    return set(children_of(srv.pid))
+
+
+def skip_or_fail(message: str) -> None:
+    """A part this machine cannot run: skipped on a developer's machine, with the reason;
+    a failure under CI (CI=true), where .ci/run provides everything."""
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def require_tool(*names: str) -> None:
-    """Skip when a host tool is missing on a developer's machine, with how to get it;
-    under CI (CI=true, where .ci/run installs them all) a missing tool is a failure."""
+    """A host tool is missing: skip_or_fail, saying how to get it."""
     missing = [name for name in names if shutil.which(name) is None]
     if missing:
-        message = f"needs {', '.join(missing)} (apt-get install {' '.join(missing)})"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_or_fail(f"needs {', '.join(missing)} (apt-get install {' '.join(missing)})")
 
 
 @pytest.fixture(params=AVAILABLE_MODELS)

@@ -12,14 +12,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
-from conftest import require_tool
+from conftest import require_tool, skip_or_fail
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN = ROOT / "loadtest" / "bench" / "run.py"
@@ -74,7 +72,7 @@ def server_python(tmp_path_factory) -> tuple[str, dict[str, str]]:
         timeout=120,
     )
     if done.returncode != 0:
-        pytest.skip(f"waitress not installable here: {done.stderr.strip()[-200:]}")
+        skip_or_fail(f"waitress not installable here: {done.stderr.strip()[-200:]}")
     path = os.pathsep.join(filter(None, [str(target), os.environ.get("PYTHONPATH")]))
     return sys.executable, {"PYTHONPATH": path}
 

@@ -34,25 +34,13 @@ from conftest import (
     connect,
     read_response,
     run_wizgy,
+    wait_for,
+    workers,
     zombies_of,
 )
 
 LOCUSTFILE = REPO / "loadtest" / "soak_locustfile.py"
 GET = b"GET %s HTTP/1.1\r\nHost: t\r\n\r\n"
-
-
-def wait_for(condition, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def workers(srv) -> set[int]:
-    return set(children_of(srv.pid))
 
 
 def sockets_of(pid: int) -> int:

@@ -29,6 +29,7 @@ from conftest import (
     open_fds,
     read_response,
     run_wizgy,
+    skip_or_fail,
     zombies_of,
 )
 
@@ -136,12 +137,13 @@ def processes_of(uid: int) -> int:
     return count
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not SYSTEM_PYTHON.exists(),
-                    reason="needs root to run the server as nobody (root ignores RLIMIT_NPROC)")
 def test_fork_failure_is_answered_503_and_the_server_recovers(tmp_path):
     """Under a process limit fork() fails with EAGAIN: the parent answers 503 and logs;
     once children have exited, it forks again. Run as `nobody` because the kernel does
     not apply RLIMIT_NPROC to root (and with the system Python, which nobody can run)."""
+    if os.geteuid() != 0 or not SYSTEM_PYTHON.exists():
+        skip_or_fail(f"needs root and {SYSTEM_PYTHON} to run the server as nobody "
+                     "(root ignores RLIMIT_NPROC)")
     nobody = pwd.getpwnam("nobody")
     limit = processes_of(nobody.pw_uid) + 4  # the parent and three children
 

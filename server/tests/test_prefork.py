@@ -17,7 +17,17 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import SERVER, children_of, connect, exchange, read_response, run_wizgy, zombies_of
+from conftest import (
+    SERVER,
+    children_of,
+    connect,
+    exchange,
+    read_response,
+    run_wizgy,
+    wait_for,
+    workers,
+    zombies_of,
+)
 
 GET = b"GET %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
 
@@ -27,20 +37,6 @@ def get(port: int, path: bytes = b"/pid", timeout: float = 10.0) -> tuple[int, b
         sock.sendall(GET % path)
         status, _, body = read_response(sock, timeout)
         return status, body
-
-
-def wait_for(condition, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def workers(srv) -> set[int]:
-    return set(children_of(srv.pid))
 
 
 def write_app(directory: Path, version: str) -> None:

@@ -137,8 +137,8 @@ class ThreadedModel(Model):
         """Graceful stop: accept nothing more, but serve what parked connections send
         next (Connection: close, since ctx.stopping is set), instead of closing them
         under a client that may be sending right now: one accepted a moment ago gets
-        up to --keep-alive seconds for its first request, an idle keep-alive one
-        DRAIN_IDLE seconds for its next. Then close what is left (expire_parked)."""
+        --keep-alive seconds (at least DRAIN_IDLE) for its first request, an idle
+        keep-alive one DRAIN_IDLE seconds for its next. Then close what is left (expire_parked)."""
         for listener in self.listeners:
             self.selector.unregister(listener)
         self.close_listeners()
@@ -149,7 +149,7 @@ class ThreadedModel(Model):
                     max(DRAIN_IDLE, self.ctx.settings.keep_alive)
                 self.parked[conn] = min(deadline, now + grace)
         deadline = now + self.ctx.settings.graceful_timeout
-        while self.parked and self.stop == "graceful" and time.monotonic() < deadline:
+        while self.parked and time.monotonic() < deadline:  # INT/QUIT raise out of here
             self.poll()
 
     def finish_in_flight(self) -> None:
