@@ -44,6 +44,7 @@ REQUEST_LINE = re.compile(rb"(%s) ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])" % TOKEN)
 # quadratically on a value full of spaces (0.3 s for one 8 KB field).
 FIELD_LINE = re.compile(rb"(%s):(.*)" % TOKEN, re.DOTALL)
 OWS = b" \t"
+OWS_TEXT = " \t"
 
 # Anything that may not appear in a head outside CRLF line endings: controls other
 # than HTAB (field-vchar, RFC 9110 5.5), a CR not followed by LF, or a bare LF
@@ -54,6 +55,18 @@ FORBIDDEN = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)|(?<!\r)\n")
 # chunk = chunk-size [ chunk-ext ] CRLF chunk-data CRLF   (RFC 9112 7.1)
 # chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
 CHUNK_SIZE_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})([ \t]*;[\x20-\x7e\t]*)?")
+
+# The fast path: a whole head that is well-formed, matched in one go on its latin-1
+# text: request-line *( CRLF field-line ), with every byte class above enforced (no
+# controls but HTAB in values, no bare CR or LF, no space before a colon). A head this
+# does not match goes through the line-by-line path, which says what is wrong with it.
+HEAD = re.compile(r"(%s) ([\x21-\x7e]+) HTTP/1\.([01])((?:\r\n%s:[\t\x20-\x7e\x80-\xff]*)*)"
+                  % (TOKEN.decode(), TOKEN.decode()))
+FIELDS = re.compile(r"\r\n([^:]+):[ \t]*([^\r]*)")  # (name, value) pairs of a HEAD match
+TRAILING_OWS = re.compile(r"[ \t]\r|[ \t]$")  # a value ends in OWS: strip it
+
+# Lowercase names of the fields that decide framing and routing; others pass through.
+FRAMING = frozenset(("content-length", "transfer-encoding", "connection", "expect", "host"))
 
 ABSOLUTE_FORM = re.compile(r"(?i:(https?)://)([^/?#]*)([^#]*)")
 
@@ -165,6 +178,10 @@ class RequestParser:
         line_limit = limits.request_line or 1 << 20
         field_limit = limits.field_size or 1 << 20
         self._max_head = line_limit + 2 + limits.fields * (field_limit + 2) + 2
+        # A head no longer than this has no line over either limit: the fast path
+        # need not measure its lines one by one.
+        self._fast_head = min(line_limit, field_limit)
+        self._valid_host = None  # the last Host value that passed HOST: clients repeat it
 
     # feeding -------------------------------------------------------------------
     def receive(self, data: bytes) -> None:
@@ -267,6 +284,18 @@ class RequestParser:
         raise HTTPError(400, f"control character {found!r} in request head")
 
     def _parse_head(self, head: bytes) -> Request:
+        if len(head) <= self._fast_head:
+            m = HEAD.fullmatch(head.decode("latin-1"))
+            if m is not None:
+                method, target, minor, block = m.groups()
+                fields = FIELDS.findall(block)
+                if TRAILING_OWS.search(block):
+                    fields = [(name, value.rstrip(OWS_TEXT)) for name, value in fields]
+                if len(fields) > self.limits.fields:
+                    raise HTTPError(431, f"more than {self.limits.fields} header fields")
+                return self._frame(method, target, "HTTP/1.0" if minor == "0" else "HTTP/1.1",
+                                   fields)
+        # The careful path: find what is wrong with the head, and say it.
         if FORBIDDEN.search(head):
             self._raise_forbidden(head)
         lines = head.split(b"\r\n")
@@ -313,6 +342,8 @@ class RequestParser:
         hosts = []
         for name, value in headers:
             key = name.lower()
+            if key not in FRAMING:
+                continue
             if key == "content-length":
                 if content_length is not None:
                     raise HTTPError(400, "more than one Content-Length")
@@ -347,27 +378,28 @@ class RequestParser:
         if version == "HTTP/1.1" and not hosts:
             raise HTTPError(400, "HTTP/1.1 request without Host")
         host = hosts[0] if hosts else None
-        if host is not None and not HOST.fullmatch(host):
-            raise HTTPError(400, f"invalid Host {host[:64]!r}")
+        if host is not None and host != self._valid_host:
+            if not HOST.fullmatch(host):
+                raise HTTPError(400, f"invalid Host {host[:64]!r}")
+            self._valid_host = host
 
-        path, query, target_host = self._split_target(method, target)
-        tokens = {t.strip() for t in connection.split(",")}
-        if version == "HTTP/1.1":
-            keep_alive = "close" not in tokens
+        if target[0] == "/" and "#" not in target:  # origin-form, the usual case
+            path, _, query = target.partition("?")
+            target_host = None
         else:
-            keep_alive = "keep-alive" in tokens and "close" not in tokens
-        return Request(
-            method=method,
-            target=target,
-            path=path,
-            query=query,
-            version=version,
-            headers=tuple(headers),
-            content_length=content_length,
-            chunked=chunked,
-            keep_alive=keep_alive,
-            expect_continue=expect == "100-continue" and version == "HTTP/1.1",
-            host=target_host if target_host is not None else host,
+            path, query, target_host = self._split_target(method, target)
+        if connection:
+            tokens = {t.strip() for t in connection.split(",")}
+            if version == "HTTP/1.1":
+                keep_alive = "close" not in tokens
+            else:
+                keep_alive = "keep-alive" in tokens and "close" not in tokens
+        else:
+            keep_alive = version == "HTTP/1.1"
+        return Request(  # positional: fields in the order the class declares them
+            method, target, path, query, version, tuple(headers), content_length, chunked,
+            keep_alive, expect == "100-continue" and version == "HTTP/1.1",
+            target_host if target_host is not None else host,
         )
 
     @staticmethod

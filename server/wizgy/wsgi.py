@@ -37,10 +37,15 @@ STATUS_LINE = re.compile(r"[1-9][0-9]{2} [^\x00-\x08\x0a-\x1f\x7f]*")
 # (name, value) pairs already checked -> lowercased name. Apps send the same few
 # headers again and again; checking each once saves a regex per header per response.
 _checked_headers: dict[tuple[str, str], str] = {}
+# A whole start_response() already checked, (status, *headers) -> what checking it
+# found: most responses repeat one a route sent before, so each is checked and
+# encoded once, not once per response.
+_checked_starts: dict[tuple, tuple] = {}
+CACHE_MAX = 4096  # entries in each of these caches, so odd values cannot grow them
 
 _WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("", "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-_date_cache: list = [0, ""]
+_date_cache: list = [0, "", b""]  # second, IMF-fixdate, b"Date: ...\r\n"
 
 
 def http_date() -> str:
@@ -48,12 +53,17 @@ def http_date() -> str:
     now = int(time.time())
     if now != _date_cache[0]:
         t = time.gmtime(now)
-        _date_cache[:] = [
-            now,
-            f"{_WEEKDAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon]} {t.tm_year} "
-            f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT",
-        ]
+        date = f"{_WEEKDAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon]} {t.tm_year} " \
+               f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT"
+        _date_cache[:] = [now, date, f"Date: {date}\r\n".encode("ascii")]
     return _date_cache[1]
+
+
+def date_line() -> bytes:
+    """The response's Date field line, as bytes."""
+    if int(time.time()) != _date_cache[0]:
+        http_date()
+    return _date_cache[2]
 
 
 # --- wsgi.input -----------------------------------------------------------------------
@@ -166,7 +176,7 @@ class ServerInfo:
 
     __slots__ = (
         "server_name", "server_port", "remote_addr", "remote_port", "url_scheme",
-        "root_path", "multithread", "multiprocess", "errors", "trust_proxy",
+        "root_path", "multithread", "multiprocess", "errors", "trust_proxy", "base",
     )
 
     def __init__(self, *, server_name, server_port, remote_addr, remote_port, url_scheme,
@@ -181,6 +191,23 @@ class ServerInfo:
         self.multiprocess = multiprocess
         self.errors = errors
         self.trust_proxy = trust_proxy
+        # What every environ of this connection starts from (build_environ copies it)
+        self.base = {
+            "SCRIPT_NAME": root_path,
+            "SERVER_NAME": server_name,
+            "SERVER_PORT": server_port,
+            "SERVER_SOFTWARE": SERVER_SOFTWARE,
+            "REMOTE_ADDR": remote_addr,
+            "REMOTE_PORT": remote_port,
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": url_scheme,
+            "wsgi.errors": errors,
+            "wsgi.multithread": multithread,
+            "wsgi.multiprocess": multiprocess,
+            "wsgi.run_once": False,
+            "wsgi.input_terminated": True,
+            "wsgi.file_wrapper": FileWrapper,
+        }
 
 
 _environ_keys: dict[str, str] = {}  # header name as sent -> its HTTP_* environ key
@@ -193,28 +220,13 @@ def build_environ(req: Request, wsgi_input, info: ServerInfo) -> dict:
     script_name = info.root_path
     if script_name and (path == script_name or path.startswith(script_name + "/")):
         path = path[len(script_name):]
-    environ = {
-        "REQUEST_METHOD": req.method,
-        "SCRIPT_NAME": script_name,
-        "PATH_INFO": path,
-        "QUERY_STRING": req.query,
-        "RAW_URI": req.target,
-        "SERVER_NAME": info.server_name,
-        "SERVER_PORT": info.server_port,
-        "SERVER_PROTOCOL": req.version,
-        "SERVER_SOFTWARE": SERVER_SOFTWARE,
-        "REMOTE_ADDR": info.remote_addr,
-        "REMOTE_PORT": info.remote_port,
-        "wsgi.version": (1, 0),
-        "wsgi.url_scheme": info.url_scheme,
-        "wsgi.input": wsgi_input,
-        "wsgi.errors": info.errors,
-        "wsgi.multithread": info.multithread,
-        "wsgi.multiprocess": info.multiprocess,
-        "wsgi.run_once": False,
-        "wsgi.input_terminated": True,
-        "wsgi.file_wrapper": FileWrapper,
-    }
+    environ = info.base.copy()  # SCRIPT_NAME, SERVER_*, REMOTE_*, wsgi.*
+    environ["REQUEST_METHOD"] = req.method
+    environ["PATH_INFO"] = path
+    environ["QUERY_STRING"] = req.query
+    environ["RAW_URI"] = req.target
+    environ["SERVER_PROTOCOL"] = req.version
+    environ["wsgi.input"] = wsgi_input
     for name, value in req.headers:
         key = _environ_keys.get(name)
         if key is None:
@@ -266,21 +278,26 @@ class AppError(Exception):
 class Response:
     """start_response, write(), and the framing of one response."""
 
+    # Until a response sets its own, these class defaults stand: a Response is made
+    # for every request, and its __init__ writes only four attributes.
+    status: str | None = None
+    headers: list = []
+    headers_sent = False
+    content_length: int | None = None  # as the app declared it
+    chunked = False
+    body_allowed = True
+    bytes_sent = 0  # body bytes, for the access log and Content-Length checks
+    status_code = 0
+    _pending_head = b""
+    _head_block = b""  # the status line and the app's fields (and Server), encoded
+    _add_date = True  # the app sent no Date of its own
+
     def __init__(self, req: Request, send: Callable[[bytes], None], *,
                  keep_alive: bool, check: Callable[[], None] | None = None) -> None:
         self.req = req
         self._send = send
         self._check = check  # raises if the request turned out bad while the app ran
         self.keep_alive = keep_alive
-        self.status: str | None = None
-        self.headers: list[tuple[str, str]] = []
-        self.headers_sent = False
-        self.content_length: int | None = None  # as the app declared it
-        self.chunked = False
-        self.body_allowed = True
-        self.bytes_sent = 0  # body bytes, for the access log and Content-Length checks
-        self.status_code = 0
-        self._pending_head = b""
 
     # PEP 3333 start_response ------------------------------------------------------
     def start_response(self, status, headers, exc_info=None):
@@ -292,45 +309,46 @@ class Response:
                 exc_info = None  # break the traceback cycle (PEP 3333)
         elif self.status is not None:
             raise AppError("start_response called twice without exc_info")
-        self.status_code, self.content_length = self._check_start(status, headers)
+        checked = None
+        if type(headers) is list:
+            try:
+                checked = _checked_starts.get((status, *headers))
+            except TypeError:
+                pass  # an unhashable item: _check_start says what is wrong
+        if checked is None:
+            checked = self._check_start(status, headers)
+        self.status_code, self.content_length, self._add_date, self._head_block = checked
         self.status = status
         self.headers = headers
         return self.write
 
-    def _check_start(self, status, headers) -> tuple[int, int | None]:
+    @staticmethod
+    def _check_start(status, headers) -> tuple[int, int | None, bool, bytes]:
+        """Check what the app passed to start_response; return its status code, its
+        Content-Length, whether a Date must be added, and the head's first lines."""
         if type(status) is not str or not STATUS_LINE.fullmatch(status):
             raise AppError(f"invalid status {status!r}")
         if type(headers) is not list:
             raise AppError(f"headers must be a list, not {type(headers).__name__}")
         content_length = None
-        self.has_date = self.has_server = False
+        has_date = has_server = False
         for item in headers:
             lname = _checked_headers.get(item) if type(item) is tuple else None
-            if lname is not None:  # seen before and valid: apps repeat the same headers
-                self.has_date = self.has_date or lname == "date"
-                self.has_server = self.has_server or lname == "server"
-                continue
-            if type(item) is not tuple or len(item) != 2:
-                raise AppError(f"header {item!r} is not a (name, value) tuple")
-            name, value = item
-            if type(name) is not str or not HEADER_NAME.fullmatch(name):
-                raise AppError(f"invalid header name {name!r}")
-            if type(value) is not str or BAD_VALUE.search(value) or not value.isascii() and \
-                    not _latin1(value):
-                raise AppError(f"invalid value for header {name}: {value!r}")
-            lname = name.lower()
-            if lname in HOP_BY_HOP:
-                raise AppError(f"hop-by-hop header {name!r} is the server's to set")
+            if lname is None:
+                lname = _check_header(item)
             if lname == "content-length":
-                if not value.isdigit() or not value.isascii():
-                    raise AppError(f"invalid Content-Length {value!r}")
-                content_length = int(value)
-                continue
-            self.has_date = self.has_date or lname == "date"
-            self.has_server = self.has_server or lname == "server"
-            if len(_checked_headers) < 4096:
-                _checked_headers[item] = lname
-        return int(status[:3]), content_length
+                content_length = int(item[1])
+            has_date = has_date or lname == "date"
+            has_server = has_server or lname == "server"
+        lines = [f"HTTP/1.1 {status}\r\n"]
+        lines += [f"{name}: {value}\r\n" for name, value in headers]
+        if not has_server:
+            lines.append(f"Server: {SERVER_SOFTWARE}\r\n")
+        checked = (int(status[:3]), content_length, not has_date,
+                   "".join(lines).encode("latin-1"))
+        if len(_checked_starts) < CACHE_MAX:
+            _checked_starts[(status, *headers)] = checked
+        return checked
 
     # the body ------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
@@ -362,12 +380,12 @@ class Response:
     def send_single(self, data: bytes) -> None:
         """The common case of a one-item body: we know its length, so no chunking."""
         if self.content_length is None and not self.headers_sent and type(data) is bytes:
-            self.write_head(len(data))
+            head = self._head(len(data))
             if self.body_allowed:
                 self.bytes_sent = len(data)
-                self._send(self._pending_head + data)
+                self._send(head + data)
             else:
-                self._send(self._pending_head)
+                self._send(head)
             return
         self.write(data)
 
@@ -384,32 +402,32 @@ class Response:
                 and self.bytes_sent < self.content_length:
             self.keep_alive = False  # short body: the client would wait for the rest
 
-    def frame(self, length: int | None) -> list[str]:
-        """Decide the framing headers for this response (the one place that does).
+    def frame(self, length: int | None) -> bytes:
+        """Decide the framing fields of this response (the one place that does).
 
         `length` is a Content-Length the server worked out itself (a one-item body,
         a file), used only when the app did not declare one.
         """
         req, code = self.req, self.status_code
-        lines = []
+        fields = b""
         if req.method == "HEAD" or code < 200 or code in (204, 304):
             self.body_allowed = False  # RFC 9110 6.4.1: these never carry content
             if length is not None and self.content_length is None and req.method == "HEAD":
-                lines.append(f"Content-Length: {length}")
+                fields = b"Content-Length: %d\r\n" % length
         elif self.content_length is None:
             if length is not None:
                 self.content_length = length
-                lines.append(f"Content-Length: {length}")
+                fields = b"Content-Length: %d\r\n" % length
             elif req.version == "HTTP/1.1":
                 self.chunked = True
-                lines.append("Transfer-Encoding: chunked")
+                fields = b"Transfer-Encoding: chunked\r\n"
             else:
                 self.keep_alive = False  # HTTP/1.0: the end of the body is the close
         if not self.keep_alive:
-            lines.append("Connection: close")
+            fields += b"Connection: close\r\n"
         elif req.version == "HTTP/1.0":
-            lines.append("Connection: keep-alive")
-        return lines
+            fields += b"Connection: keep-alive\r\n"
+        return fields
 
     def _head(self, length: int | None) -> bytes:
         if self.status is None:
@@ -417,16 +435,30 @@ class Response:
         if self._check is not None:
             self._check()
         framing = self.frame(length)
-        lines = [f"HTTP/1.1 {self.status}"]
-        lines += [f"{name}: {value}" for name, value in self.headers]
-        if not self.has_date:
-            lines.append("Date: " + http_date())
-        if not self.has_server:
-            lines.append("Server: " + SERVER_SOFTWARE)
-        lines += framing
-        lines.append("\r\n")
         self.headers_sent = True
-        return "\r\n".join(lines).encode("latin-1")
+        if self._add_date:
+            return b"%s%s%s\r\n" % (self._head_block, date_line(), framing)
+        return b"%s%s\r\n" % (self._head_block, framing)
+
+
+def _check_header(item) -> str:
+    """Check one (name, value) of start_response; return the name in lowercase."""
+    if type(item) is not tuple or len(item) != 2:
+        raise AppError(f"header {item!r} is not a (name, value) tuple")
+    name, value = item
+    if type(name) is not str or not HEADER_NAME.fullmatch(name):
+        raise AppError(f"invalid header name {name!r}")
+    if type(value) is not str or BAD_VALUE.search(value) or not value.isascii() and \
+            not _latin1(value):
+        raise AppError(f"invalid value for header {name}: {value!r}")
+    lname = name.lower()
+    if lname in HOP_BY_HOP:
+        raise AppError(f"hop-by-hop header {name!r} is the server's to set")
+    if lname == "content-length" and (not value.isdigit() or not value.isascii()):
+        raise AppError(f"invalid Content-Length {value!r}")
+    if len(_checked_headers) < CACHE_MAX:
+        _checked_headers[item] = lname
+    return lname
 
 
 def _latin1(value: str) -> bool:

@@ -36,6 +36,7 @@ class EventLoopModel(ThreadedModel):
                 and self.stop is None:
             keep = conn.handle_request()  # pipelined requests, in order
         if keep and self.stop is None:
+            conn.set_nonblocking()  # a slow body or client may have needed a timeout
             self.parked[conn] = time.monotonic() + self.ctx.settings.keep_alive
         else:
             self.unpark(conn).close()

@@ -92,6 +92,7 @@ class ThreadedModel(Model):
         if self.stop is not None:  # handed back by the pool as the stop began
             wait = min(wait, DRAIN_IDLE)
         self.parked[conn] = time.monotonic() + wait
+        conn.set_nonblocking()  # read_parked() recv()s only when select() says so
         self.selector.register(conn.sock, selectors.EVENT_READ, conn)
 
     def unpark(self, conn: Connection) -> Connection:
@@ -112,6 +113,8 @@ class ThreadedModel(Model):
         started = parser.has_buffered_data
         try:
             data = conn.sock.recv(65536)  # readable, so this does not block
+        except BlockingIOError:
+            return  # a spurious wakeup: nothing to read after all
         except OSError:
             self.unpark(conn).close()
             return
