@@ -182,31 +182,33 @@ class Connection:
         ctx = self.ctx
         self.requests += 1
         self._request = request
-        self._body_error = None
-        self._sent_continue = False
         if request.chunked or request.content_length:
             self._body_done = False
+            self._body_error = None
+            self._sent_continue = False
             wsgi_input = InputStream(self._read_body)
+            check = self._check_body  # a bad body found while the app ran overrides it
         else:
             self.parser.next_event()  # the EndOfMessage of a request without a body
             self._body_done = True
             wsgi_input = EMPTY_INPUT
+            check = None
         environ = build_environ(request, wsgi_input, self.info)
         keep_alive = request.keep_alive and ctx.keep_alive and not ctx.stopping
-        resp = Response(request, self._send, keep_alive=keep_alive, check=self._check_body)
+        resp = Response(request, self._send, keep_alive=keep_alive, check=check)
         self._response = resp
-        started = time.perf_counter() if ctx.logs.access_enabled else 0.0
+        logs = ctx.logs
+        started = time.perf_counter() if logs.access_enabled else 0.0
         try:
             run_app(ctx.app, environ, resp, self._sendfile)
         except (ConnectionError, TimeoutError):
             return False  # the client left while we were answering
         except Exception as error:
             return self._app_failed(request, resp, error)
-        keep_alive = resp.keep_alive and self._finish_body()
+        keep_alive = resp.keep_alive and (self._body_done or self._finish_body())
         ctx.stats.count(resp.status_code)
-        if ctx.logs.access_enabled:
-            ctx.logs.access(environ, resp.status_code, resp.bytes_sent,
-                            time.perf_counter() - started)
+        if logs.access_enabled:
+            logs.access(environ, resp.status_code, resp.bytes_sent, time.perf_counter() - started)
         return keep_alive and not ctx.stopping
 
     def _app_failed(self, request: Request, resp: Response, error: Exception) -> bool:

@@ -215,7 +215,7 @@ class RequestParser:
         buf = self._buf
         # RFC 9112 2.2: a server SHOULD ignore at least one empty line before the
         # request-line (some clients send a CRLF after a POST body).
-        while buf[:2] == b"\r\n":
+        while buf.startswith(b"\r\n"):
             del buf[:2]
             self._scanned = 0
         end = buf.find(b"\r\n\r\n", self._rescan())

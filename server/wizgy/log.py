@@ -53,6 +53,7 @@ class Logs:
         self.error.addHandler(handler)
         old = self._access_stream
         self._access_stream = self._open(self.access_path, sys.stdout) if self.access_path else None
+        self.access_enabled = self._access_stream is not None  # read once per request
         if old not in (None, sys.stdout, sys.stderr):
             old.close()
 
@@ -61,10 +62,6 @@ class Logs:
         if path in (None, "", "-"):
             return default
         return open(path, "a", buffering=1, encoding="utf-8")
-
-    @property
-    def access_enabled(self) -> bool:
-        return self._access_stream is not None
 
     def access(self, environ: dict, status: int, size: int, seconds: float) -> None:
         request_line = f"{environ['REQUEST_METHOD']} {environ.get('RAW_URI', '')} " \

@@ -17,15 +17,52 @@ blocking reads and writes (bounded by --timeout) that the other models use.
 
 from __future__ import annotations
 
+import select
 import time
 
 from ..connection import Connection
 from .threaded import ThreadedModel
 
 
+class Epoll:
+    """The part of a `selectors` selector this loop uses, on epoll directly: one dict
+    lookup per ready descriptor instead of a SelectorKey and an event mask (0.25 us
+    an event, about 1% of a hello-world request). Linux only; elsewhere the loop uses
+    the selectors module like the threaded model does."""
+
+    def __init__(self) -> None:
+        self._epoll = select.epoll()
+        self._data: dict[int, object] = {}  # fd -> what register() was given
+
+    def register(self, fileobj, events, data) -> None:
+        fd = fileobj if type(fileobj) is int else fileobj.fileno()
+        self._epoll.register(fd, select.EPOLLIN)  # every caller here waits to read
+        self._data[fd] = data
+
+    def unregister(self, fileobj) -> None:
+        fd = fileobj if type(fileobj) is int else fileobj.fileno()
+        self._epoll.unregister(fd)
+        del self._data[fd]
+
+    def ready(self, timeout: float) -> list:
+        data = self._data
+        return [data[fd] for fd, _ in self._epoll.poll(timeout)]
+
+    def close(self) -> None:
+        self._epoll.close()
+
+
 class EventLoopModel(ThreadedModel):
     name = "evloop"
     multithread = False
+
+    def new_selector(self):
+        return Epoll() if hasattr(select, "epoll") else super().new_selector()
+
+    def ready(self, timeout: float) -> list:
+        if type(self.selector) is Epoll:
+            return self.selector.ready(timeout)
+        return super().ready(timeout)
 
     def start_pool(self) -> None:
         self.pool = []  # no threads: dispatch() serves the request itself

@@ -46,7 +46,7 @@ class ThreadedModel(Model):
         self.jobs: queue.SimpleQueue = queue.SimpleQueue()
         self.returned: queue.SimpleQueue = queue.SimpleQueue()
         self.parked: dict[Connection, float] = {}  # connection -> deadline
-        self.selector = selectors.DefaultSelector()
+        self.selector = self.new_selector()
         for listener in self.listeners:
             self.selector.register(listener, selectors.EVENT_READ, listener)
         self.selector.register(self.wakeup_r, selectors.EVENT_READ, WAKEUP)
@@ -63,15 +63,22 @@ class ThreadedModel(Model):
             self.selector.close()
 
     # main thread --------------------------------------------------------------------
+    def new_selector(self):
+        return selectors.DefaultSelector()
+
+    def ready(self, timeout: float) -> list:
+        """What select() found readable: the data each was registered with."""
+        return [key.data for key, _ in self.selector.select(timeout)]
+
     def poll(self) -> None:
-        for key, _ in self.selector.select(timeout=1.0):
-            if key.data is WAKEUP:
+        for ready in self.ready(1.0):
+            if ready is WAKEUP:
                 self.drain_wakeup()
                 self.park_returned()
-            elif isinstance(key.data, Connection):
-                self.read_parked(key.data)
+            elif type(ready) is Connection:
+                self.read_parked(ready)
             else:
-                self.accept_all(key.data)
+                self.accept_all(ready)
         now = time.monotonic()
         if now >= self.next_sweep:  # once a second, not per event: cheap with 5,000 idle
             self.next_sweep = now + 1.0
