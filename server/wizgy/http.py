@@ -63,7 +63,6 @@ CHUNK_SIZE_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})([ \t]*;[\x20-\x7e\t]*)?")
 HEAD = re.compile(r"(%s) ([\x21-\x7e]+) HTTP/1\.([01])((?:\r\n%s:[\t\x20-\x7e\x80-\xff]*)*)"
                   % (TOKEN.decode(), TOKEN.decode()))
 FIELDS = re.compile(r"\r\n([^:]+):[ \t]*([^\r]*)")  # (name, value) pairs of a HEAD match
-TRAILING_OWS = re.compile(r"[ \t]\r|[ \t]$")  # a value ends in OWS: strip it
 
 # Lowercase names of the fields that decide framing and routing; others pass through.
 FRAMING = frozenset(("content-length", "transfer-encoding", "connection", "expect", "host"))
@@ -289,7 +288,8 @@ class RequestParser:
             if m is not None:
                 method, target, minor, block = m.groups()
                 fields = FIELDS.findall(block)
-                if TRAILING_OWS.search(block):
+                if " \r" in block or "\t\r" in block or block.endswith((" ", "\t")):
+                    # a value ends in OWS: strip it
                     fields = [(name, value.rstrip(OWS_TEXT)) for name, value in fields]
                 if len(fields) > self.limits.fields:
                     raise HTTPError(431, f"more than {self.limits.fields} header fields")
@@ -335,16 +335,18 @@ class RequestParser:
 
     # framing: decide where this message's body ends (RFC 9112 section 6) -------------
     def _frame(self, method: str, target: str, version: str, headers) -> Request:
-        content_length = None
-        transfer_encoding = None
-        connection = ""
-        expect = ""
-        hosts = []
+        content_length = transfer_encoding = host = None
+        hosts = 0
+        connection = expect = ""
         for name, value in headers:
             key = name.lower()
             if key not in FRAMING:
                 continue
-            if key == "content-length":
+            if key == "host":
+                hosts += 1
+                if host is None:
+                    host = value
+            elif key == "content-length":
                 if content_length is not None:
                     raise HTTPError(400, "more than one Content-Length")
                 content_length = self._content_length(value)
@@ -354,10 +356,8 @@ class RequestParser:
                 )
             elif key == "connection":
                 connection += "," + value.lower()
-            elif key == "expect":
+            else:  # expect
                 expect = value.lower()
-            elif key == "host":
-                hosts.append(value)
 
         chunked = False
         if transfer_encoding is not None:
@@ -373,11 +373,10 @@ class RequestParser:
                 raise HTTPError(413, f"body of {content_length} bytes exceeds {max_body}")
 
         # RFC 9112 3.2: exactly one Host in HTTP/1.1.
-        if len(hosts) > 1:
+        if hosts > 1:
             raise HTTPError(400, "more than one Host header")
-        if version == "HTTP/1.1" and not hosts:
+        if host is None and version == "HTTP/1.1":
             raise HTTPError(400, "HTTP/1.1 request without Host")
-        host = hosts[0] if hosts else None
         if host is not None and host != self._valid_host:
             if not HOST.fullmatch(host):
                 raise HTTPError(400, f"invalid Host {host[:64]!r}")

@@ -378,16 +378,18 @@ class Response:
             self._send(head + data if head else data)
 
     def send_single(self, data: bytes) -> None:
-        """The common case of a one-item body: we know its length, so no chunking."""
-        if self.content_length is None and not self.headers_sent and type(data) is bytes:
-            head = self._head(len(data))
-            if self.body_allowed:
-                self.bytes_sent = len(data)
-                self._send(head + data)
-            else:
-                self._send(head)
-            return
-        self.write(data)
+        """The common case of a one-item body: we know its length, so no chunking, and
+        head and body go out in one send()."""
+        declared = self.content_length
+        if self.headers_sent or type(data) is not bytes or \
+                declared is not None and len(data) > declared:
+            return self.write(data)  # write() cuts a body longer than declared
+        head = self._head(len(data) if declared is None else None)
+        if self.body_allowed:
+            self.bytes_sent = len(data)
+            self._send(head + data)
+        else:
+            self._send(head)
 
     def write_head(self, length: int | None) -> None:
         self._pending_head = self._head(length)
