@@ -90,7 +90,7 @@ class Connection:
         self.timeout = settings.timeout or None
         self._sock_timeout: float | None = -1.0  # what the socket is set to now
         self.keep_alive_timeout = settings.keep_alive
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
+        if type(peer) is tuple:  # TCP, IPv4 or IPv6 (sock.family would cost an enum lookup)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             remote_addr, remote_port = peer[0], str(peer[1])
             local = sock.getsockname()
@@ -304,7 +304,9 @@ class Connection:
         """For a selector loop: recv() only what select() said is there, and try each
         send() once without waiting. A socket with a timeout makes CPython poll() before
         every recv() and send(): two extra syscalls per request."""
-        self._set_timeout(0.0)
+        if self._sock_timeout != 0.0:
+            self.sock.settimeout(0.0)
+            self._sock_timeout = 0.0
 
     def _send(self, data: bytes) -> None:
         if self._sock_timeout == 0.0:  # non-blocking: most responses go out in one send()
