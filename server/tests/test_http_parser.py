@@ -41,13 +41,17 @@ INVALID = corpus("invalid")
 # --- driving the parser ------------------------------------------------------------------
 
 
-def drive(chunks: list[bytes], limits: Limits = DEFAULT_LIMITS, eof: bool = True) -> list:
+def drive(chunks: list[bytes], limits: Limits = DEFAULT_LIMITS, eof: bool = True,
+          fast: bool = True) -> list:
     """Feed chunks (then end of stream) and return every event up to ConnectionClosed.
 
     Raises what the parser raises. Fails if the parser produces more events than the
     input could justify (a loop) or breaks the Request, Data*, EndOfMessage order.
+    fast=False turns off the one-regex head path, so every head takes the careful one.
     """
     parser = RequestParser(limits)
+    if not fast:
+        parser._fast_head = -1  # no head is this short
     budget = 2 * sum(len(c) for c in chunks) + 10
     events: list = []
     for chunk in [*chunks, b""] if eof else chunks:
@@ -138,6 +142,36 @@ def test_valid(case: Case, mode: str):
     assert got == expected
     assert got[-1] == "closed"
     check_expectations(case, got[:-1])
+
+
+@pytest.mark.parametrize("case", VALID, ids=lambda c: c.name)
+def test_fast_and_careful_head_paths_agree(case: Case):
+    """The one-regex path for well-formed heads and the line-by-line path that finds
+    what is wrong with a head must read every valid head the same way."""
+    assert messages(drive([case.data], case.limits)) == \
+        messages(drive([case.data], case.limits, fast=False))
+
+
+@pytest.mark.parametrize("case", INVALID, ids=lambda c: c.name)
+def test_fast_head_path_refuses_what_the_careful_one_refuses(case: Case):
+    statuses = []
+    for fast in (True, False):
+        with pytest.raises(HTTPError) as info:
+            drive([case.data], case.limits, fast=fast)
+        statuses.append(info.value.status)
+    assert statuses == [case.expect_status] * 2
+
+
+def test_fast_head_path_takes_ordinary_heads(monkeypatch):
+    """The careful path is for heads the fast one does not match; if an ordinary head
+    went there, the speed work would be silently undone."""
+    def careful(*args):
+        raise AssertionError("an ordinary head took the careful path")
+    monkeypatch.setattr(RequestParser, "_parse_request_line", careful)
+    head = b"GET /a?b=c HTTP/1.1\r\nHost: x:1\r\nAccept: */*  \r\nX-Empty:\r\n\r\n"
+    request = drive([head])[0]
+    assert request.headers == (("Host", "x:1"), ("Accept", "*/*"), ("X-Empty", ""))
+    assert (request.path, request.query, request.version) == ("/a", "b=c", "HTTP/1.1")
 
 
 def check_expectations(case: Case, got: list) -> None:

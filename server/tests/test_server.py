@@ -346,6 +346,12 @@ def test_contract_violations_become_500(model):
             assert raw.startswith(b"HTTP/1.1 500 "), (path, raw[:100])
             assert b"Set-Cookie" not in raw
         assert get(srv.port, b"/hello")[0] == 200
+        # wizgy caches each start_response it has checked; the same fields passed the
+        # wrong way after a valid /hello must still be refused, not taken from the cache.
+        for path in (b"/tuple-headers", b"/bytes-status"):
+            raw = exchange(srv.port, GET % path)
+            assert raw.startswith(b"HTTP/1.1 500 "), (path, raw[:100])
+        assert get(srv.port, b"/hello")[0] == 200
 
 
 # --- lifecycle ---------------------------------------------------------------------------

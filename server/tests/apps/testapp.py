@@ -115,6 +115,14 @@ def bad_app(environ, start_response):
         return ["not bytes"]
     if path == "/no-start":
         return [b"forgot start_response"]
+    # The status and fields /hello sends (so wizgy has them checked and cached), but
+    # not as PEP 3333 says: a tuple of fields, a bytes status.
+    if path == "/tuple-headers":
+        start_response("200 OK", (("Content-Type", "text/plain"),))
+        return [b"x"]
+    if path == "/bytes-status":
+        start_response(b"200 OK", [("Content-Type", "text/plain")])
+        return [b"x"]
     return raw_app(environ, start_response)
 
 

@@ -122,8 +122,7 @@ class Model:
                 raise
             self.resource_exhausted(error)
             return None
-        sock.setblocking(True)
-        return sock, peer
+        return sock, peer  # Connection sets blocking or timeout mode before first use
 
     def resource_exhausted(self, error: OSError) -> None:
         """Out of descriptors: log at most once a second and pause, never spin or die."""

@@ -67,13 +67,39 @@ class EventLoopModel(ThreadedModel):
     def start_pool(self) -> None:
         self.pool = []  # no threads: dispatch() serves the request itself
 
+    def admit(self, conn: Connection) -> None:
+        """Clients send their request right after connecting, so by the time accept()
+        returns it is often here already: serve it now, before the connection goes
+        into epoll at all (a one-request `Connection: close` client never does)."""
+        conn.set_nonblocking()
+        try:
+            data = conn.sock.recv(65536)
+        except BlockingIOError:
+            return self.park(conn)  # not here yet: wait for it like any other
+        except OSError:
+            return conn.close()
+        if not data:
+            return conn.close()  # connected and left
+        conn.parser.receive(data)
+        if not conn.parser.head_complete():
+            return self.park(conn)  # a head has begun: it has --timeout to arrive
+        if self.serve(conn):
+            self.park(conn)
+        else:
+            conn.close()
+
     def dispatch(self, conn: Connection) -> None:
-        keep = conn.handle_request()
-        while keep and conn.parser.has_buffered_data and conn.parser.head_complete() \
-                and self.stop is None:
-            keep = conn.handle_request()  # pipelined requests, in order
-        if keep and self.stop is None:
+        if self.serve(conn):
             conn.set_nonblocking()  # a slow body or client may have needed a timeout
             self.parked[conn] = time.monotonic() + self.ctx.settings.keep_alive
         else:
             self.unpark(conn).close()
+
+    def serve(self, conn: Connection) -> bool:
+        """Serve the request whose head is here, and any pipelined behind it. True if
+        the connection stays open."""
+        keep = conn.handle_request()
+        while keep and conn.parser.has_buffered_data and conn.parser.head_complete() \
+                and self.stop is None:
+            keep = conn.handle_request()  # pipelined requests, in order
+        return keep and self.stop is None

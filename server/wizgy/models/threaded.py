@@ -91,7 +91,11 @@ class ThreadedModel(Model):
             if accepted is None:
                 return
             self.ctx.stats.connections_total += 1
-            self.park(Connection(*accepted, self.ctx))
+            self.admit(Connection(*accepted, self.ctx))
+
+    def admit(self, conn: Connection) -> None:
+        """A new connection: it waits in the selector for its first request."""
+        self.park(conn)
 
     def park(self, conn: Connection) -> None:
         settings = self.ctx.settings
