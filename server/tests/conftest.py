@@ -34,7 +34,7 @@ TEST_APPS = TESTS / "apps"
 MODELS = ["iterative", "threaded", "evloop", "fork", "prefork"]
 AVAILABLE_MODELS = [m for m in MODELS if (SERVER / "wizgy" / "models" / f"{m}.py").exists()]
 
-LISTENING = re.compile(r"Listening at: http://127\.0\.0\.1:(\d+)")
+LISTENING = re.compile(r"Listening at: http://(?:127\.0\.0\.1|0\.0\.0\.0):(\d+)")
 
 
 class Server:

@@ -248,6 +248,17 @@ def test_absolute_form_target_sets_host(server):
     assert env["SERVER_NAME"] == "example.org" and env["SERVER_PORT"] == "8080"
 
 
+def test_server_name_without_host_is_the_address_connected_to(model):
+    """An HTTP/1.0 request may come without Host: SERVER_NAME and SERVER_PORT are then
+    the local end of the connection, whether the listener was bound to one address
+    (wizgy knows it from the listener) or to all of them (it asks the socket)."""
+    for bind in ("127.0.0.1:0", "0.0.0.0:0"):
+        with run_wizgy("-k", model, "-b", bind, "testapp:app", bind=False) as srv:
+            raw = exchange(srv.port, b"GET /environ HTTP/1.0\r\n\r\n")
+            env = json.loads(raw.partition(b"\r\n\r\n")[2])
+            assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("127.0.0.1", str(srv.port)), bind
+
+
 def test_forwarded_headers_trusted_from_localhost(server):
     env = json.loads(get(server.port, b"/environ",
                          b"X-Forwarded-For: 1.2.3.4, 10.0.0.7\r\nX-Forwarded-Proto: https\r\n")[2])

@@ -81,7 +81,9 @@ class ServerContext:
 
 
 class Connection:
-    def __init__(self, sock: socket.socket, peer, ctx: ServerContext) -> None:
+    def __init__(self, sock: socket.socket, peer, ctx: ServerContext, local=None) -> None:
+        """`local` is the address the client connected to, when the caller knows it
+        (a listener bound to one address); otherwise getsockname() tells."""
         self.sock = sock
         self.ctx = ctx
         self.parser = RequestParser(ctx.limits)
@@ -93,7 +95,7 @@ class Connection:
         if type(peer) is tuple:  # TCP, IPv4 or IPv6 (sock.family would cost an enum lookup)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             remote_addr, remote_port = peer[0], str(peer[1])
-            local = sock.getsockname()
+            local = local or sock.getsockname()
             server_name, server_port = local[0], str(local[1])
         else:
             remote_addr, remote_port = "", ""

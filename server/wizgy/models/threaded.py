@@ -51,6 +51,13 @@ class ThreadedModel(Model):
             self.selector.register(listener, selectors.EVENT_READ, listener)
         self.selector.register(self.wakeup_r, selectors.EVENT_READ, WAKEUP)
         self.next_sweep = 0.0
+        # A listener bound to one address: its connections' local address is known
+        # (bound to 0.0.0.0 or ::, each connection's depends on the interface it came in).
+        self.local = {}
+        for listener in self.listeners:
+            address = listener.getsockname()
+            if type(address) is tuple and address[0] not in ("0.0.0.0", "::"):
+                self.local[listener] = address
         self.start_pool()
         try:
             while self.stop is None:
@@ -91,7 +98,7 @@ class ThreadedModel(Model):
             if accepted is None:
                 return
             self.ctx.stats.connections_total += 1
-            self.admit(Connection(*accepted, self.ctx))
+            self.admit(Connection(*accepted, self.ctx, self.local.get(listener)))
 
     def admit(self, conn: Connection) -> None:
         """A new connection: it waits in the selector for its first request."""
