@@ -1,0 +1,86 @@
+"""Where one request's microseconds go inside wizgy, without wrk or the kernel's TCP.
+
+    python3 loadtest/bench/inprocess.py                          # hello:app, GET /
+    loadtest/bench/.venv/bin/python loadtest/bench/inprocess.py --app flaskapp:app --path /hello
+    python3 loadtest/bench/inprocess.py --profile                # cProfile, top 25
+
+(framework apps need an interpreter that has them: the bench venv, after a `make bench`)
+
+One Connection over a Unix socketpair: each request's bytes are handed to its parser
+(as the evloop model's read_parked() does after recv()) and served with
+handle_request(); the response is sent for real and read off the other end in
+batches. Prints the best of 7 runs in us per request: the server's Python plus one
+send(). Machine noise is large here (a VM): compare runs made minutes apart, not
+hours. The wrk harness (run.py) remains what the speed claims rest on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import importlib
+import os
+import pstats
+import socket
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path[:0] = [os.path.join(ROOT, "server"), os.path.join(ROOT, "apps"), HERE]
+
+from wizgy import config  # noqa: E402
+from wizgy.connection import Connection, ServerContext  # noqa: E402
+from wizgy.log import Logs  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--app", default="hello:app", help="MODULE:CALLABLE (default hello:app)")
+    parser.add_argument("--path", default="/", help="request target (default /)")
+    parser.add_argument("--requests", type=int, default=20000, help="per run (default 20000)")
+    parser.add_argument("--profile", action="store_true", help="also print a cProfile")
+    args = parser.parse_args()
+
+    module, _, name = args.app.partition(":")
+    app = getattr(importlib.import_module(module), name or "application")
+    settings = config.parse([args.app])
+    ctx = ServerContext(app, settings, Logs(None, None, "warning"),
+                        multithread=False, multiprocess=True)
+    server_end, client_end = socket.socketpair()
+    client_end.setblocking(False)
+    conn = Connection(server_end, None, ctx)
+    conn.set_nonblocking()
+    request = b"GET %s HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n\r\n" % args.path.encode()
+
+    def run(n: int) -> None:
+        parser = conn.parser
+        for i in range(n):
+            parser.receive(request)
+            if not (parser.head_complete() and conn.handle_request()):
+                raise SystemExit(f"request {i} was not served with keep-alive")
+            if i % 32 == 31:  # read the responses off before the socket buffer fills
+                try:
+                    while client_end.recv(1 << 20):
+                        pass
+                except BlockingIOError:
+                    pass
+
+    run(1000)
+    best = min(timed(run, args.requests) for _ in range(7))
+    print(f"{args.app} {args.path}: {best / args.requests * 1e6:.2f} us per request "
+          f"(best of 7 runs of {args.requests})")
+    if args.profile:
+        profiler = cProfile.Profile()
+        profiler.runcall(run, args.requests)
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+
+
+def timed(run, n: int) -> float:
+    started = time.perf_counter()
+    run(n)
+    return time.perf_counter() - started
+
+
+if __name__ == "__main__":
+    main()
