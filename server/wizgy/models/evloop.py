@@ -5,6 +5,9 @@ parks every connection, reads what arrives into the connection's parser, and as 
 as a whole request head is in, calls the application *right there* and writes the
 response, then goes back to select(). What bjoern and meinheld do in C, in Python:
 no thread hand-offs, no locks, no queue, no re-registering sockets per request.
+Sockets here are non-blocking: recv() only when epoll says so, send() tried once.
+A new connection's first request is usually in by the time accept() returns, so
+admit() serves it at once; only what is not there yet waits in epoll.
 
 The price (and the lesson): while the app runs, nothing else in this process does.
 A slow app (/sleep?s=5) stalls every client of this worker, so this model is meant
