@@ -306,9 +306,7 @@ class Connection:
         """For a selector loop: recv() only what select() said is there, and try each
         send() once without waiting. A socket with a timeout makes CPython poll() before
         every recv() and send(): two extra syscalls per request."""
-        if self._sock_timeout != 0.0:
-            self.sock.settimeout(0.0)
-            self._sock_timeout = 0.0
+        self._set_timeout(0.0)
 
     def _send(self, data: bytes) -> None:
         if self._sock_timeout == 0.0:  # non-blocking: most responses go out in one send()

@@ -382,11 +382,7 @@ class RequestParser:
                 raise HTTPError(400, f"invalid Host {host[:64]!r}")
             self._valid_host = host
 
-        if target[0] == "/" and "#" not in target:  # origin-form, the usual case
-            path, _, query = target.partition("?")
-            target_host = None
-        else:
-            path, query, target_host = self._split_target(method, target)
+        path, query, target_host = self._split_target(method, target)
         if connection:
             tokens = {t.strip() for t in connection.split(",")}
             if version == "HTTP/1.1":

@@ -281,7 +281,6 @@ class Response:
     # Until a response sets its own, these class defaults stand: a Response is made
     # for every request, and its __init__ writes only four attributes.
     status: str | None = None
-    headers: list = []
     headers_sent = False
     content_length: int | None = None  # as the app declared it
     chunked = False
@@ -319,7 +318,6 @@ class Response:
             checked = self._check_start(status, headers)
         self.status_code, self.content_length, self._add_date, self._head_block = checked
         self.status = status
-        self.headers = headers
         return self.write
 
     @staticmethod

@@ -7,7 +7,7 @@ response, then goes back to select(). What bjoern and meinheld do in C, in Pytho
 no thread hand-offs, no locks, no queue, no re-registering sockets per request.
 Sockets here are non-blocking: recv() only when epoll says so, send() tried once.
 A new connection's first request is usually in by the time accept() returns, so
-admit() serves it at once; only what is not there yet waits in epoll.
+admit() reads it at once instead of waiting for epoll to report it.
 
 The price (and the lesson): while the app runs, nothing else in this process does.
 A slow app (/sleep?s=5) stalls every client of this worker, so this model is meant
@@ -72,37 +72,18 @@ class EventLoopModel(ThreadedModel):
 
     def admit(self, conn: Connection) -> None:
         """Clients send their request right after connecting, so by the time accept()
-        returns it is often here already: serve it now, before the connection goes
-        into epoll at all (a one-request `Connection: close` client never does)."""
-        conn.set_nonblocking()
-        try:
-            data = conn.sock.recv(65536)
-        except BlockingIOError:
-            return self.park(conn)  # not here yet: wait for it like any other
-        except OSError:
-            return conn.close()
-        if not data:
-            return conn.close()  # connected and left
-        conn.parser.receive(data)
-        if not conn.parser.head_complete():
-            return self.park(conn)  # a head has begun: it has --timeout to arrive
-        if self.serve(conn):
-            self.park(conn)
-        else:
-            conn.close()
+        returns it is often here already: read it now rather than after one more trip
+        through epoll. If nothing is there yet, read_parked() leaves it parked."""
+        self.park(conn)
+        self.read_parked(conn)
 
     def dispatch(self, conn: Connection) -> None:
-        if self.serve(conn):
-            conn.set_nonblocking()  # a slow body or client may have needed a timeout
-            self.parked[conn] = time.monotonic() + self.ctx.settings.keep_alive
-        else:
-            self.unpark(conn).close()
-
-    def serve(self, conn: Connection) -> bool:
-        """Serve the request whose head is here, and any pipelined behind it. True if
-        the connection stays open."""
         keep = conn.handle_request()
         while keep and conn.parser.has_buffered_data and conn.parser.head_complete() \
                 and self.stop is None:
             keep = conn.handle_request()  # pipelined requests, in order
-        return keep and self.stop is None
+        if keep and self.stop is None:
+            conn.set_nonblocking()  # a slow body or client may have needed a timeout
+            self.parked[conn] = time.monotonic() + self.ctx.settings.keep_alive
+        else:
+            self.unpark(conn).close()
