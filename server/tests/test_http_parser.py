@@ -388,6 +388,21 @@ def test_head_complete():
     assert bad.head_complete()  # already refusable: let next_event() raise it
 
 
+@pytest.mark.parametrize("data", [b"\r\n\r\n", b"\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n",
+                                  b"\r\n" * 5 + b"GET / HTTP/1.1\r\n"])
+def test_empty_lines_before_a_request_are_not_a_head(data):
+    # A selector loop trusts head_complete(): a True here that next_event() then
+    # answers with NEED_DATA would make it wait in a blocking read.
+    parser = RequestParser()
+    parser.receive(data)
+    assert not parser.head_complete()
+    assert parser.next_event() is NEED_DATA
+    parser.receive(b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n" if data.endswith(b"\r\n\r\n")
+                   else b"\r\n" if data.endswith(b"h\r\n") else b"Host: h\r\n\r\n")
+    assert parser.head_complete()
+    assert type(parser.next_event()) is Request
+
+
 def test_error_renders_status_and_reason():
     error = HTTPError(431, "too many")
     assert (error.status, error.message, str(error)) == (

@@ -76,6 +76,27 @@ def test_500_slow_header_dribblers_do_not_stop_other_clients(model):
 
 
 @pytest.mark.parametrize("model", SELECTOR_MODELS)
+@pytest.mark.parametrize("stall", [b"\r\n\r\n", b"\r\n\r\nGET /hello HTTP/1.1\r\nHo"],
+                         ids=["two-empty-lines", "empty-lines-then-half-a-head"])
+def test_empty_lines_then_silence_do_not_stop_other_clients(model, stall):
+    # Empty lines before a request line are allowed (RFC 9112 2.2) and skipped; they
+    # are not a head. Taken for one, they sent a worker into a blocking read for
+    # --timeout seconds: with one worker and -k evloop, everyone waited.
+    with run_wizgy("-k", model, "--threads", "1", "--timeout", "30", "testapp:app") as srv:
+        with connect(srv.port) as staller:
+            staller.sendall(stall)
+            time.sleep(0.3)
+            with connect(srv.port, timeout=3) as other:
+                other.sendall(GET)
+                assert read_response(other)[0] == 200
+            # and the staller's request is served once it completes: nothing lost
+            staller.sendall(b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n" if stall.endswith(b"\r\n\r\n")
+                            else b"st: t\r\n\r\n")
+            status, _, body = read_response(staller)
+            assert (status, body) == (200, b"Hello, World!\n")
+
+
+@pytest.mark.parametrize("model", SELECTOR_MODELS)
 def test_5000_idle_keep_alive_connections_and_50_active_clients(model):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < 12000:

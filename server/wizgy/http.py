@@ -212,11 +212,7 @@ class RequestParser:
     # head ----------------------------------------------------------------------
     def _next_head(self):
         buf = self._buf
-        # RFC 9112 2.2: a server SHOULD ignore at least one empty line before the
-        # request-line (some clients send a CRLF after a POST body).
-        while buf.startswith(b"\r\n"):
-            del buf[:2]
-            self._scanned = 0
+        self._skip_empty_lines(buf)
         end = buf.find(b"\r\n\r\n", self._rescan())
         if end < 0:
             return self._incomplete_head()
@@ -232,13 +228,26 @@ class RequestParser:
         blank line is here, when what is here is already refusable, or at EOF. Lets a
         selector loop read a head before giving the connection to a thread."""
         buf = self._buf
-        if self._state != _HEAD or self._eof or buf.find(b"\r\n\r\n", self._rescan()) >= 0:
+        if self._state != _HEAD or self._eof:
+            return True
+        # The same search _next_head() makes, after the same skip: "\r\n\r\n" alone
+        # is two empty lines, not a head, and a loop that took it for one would then
+        # wait in a blocking recv() for a request that may never come.
+        self._skip_empty_lines(buf)
+        if buf.find(b"\r\n\r\n", self._rescan()) >= 0:
             return True
         try:
             self._check_partial_head()
         except HTTPError:
             return True
         return False
+
+    def _skip_empty_lines(self, buf: bytearray) -> None:
+        # RFC 9112 2.2: a server SHOULD ignore at least one empty line before the
+        # request-line (some clients send a CRLF after a POST body).
+        while buf.startswith(b"\r\n"):
+            del buf[:2]
+            self._scanned = 0
 
     def _rescan(self) -> int:
         """Where to resume searching a partial head: 3 bytes back, for a CRLFCRLF
