@@ -212,7 +212,8 @@ class RequestParser:
     # head ----------------------------------------------------------------------
     def _next_head(self):
         buf = self._buf
-        self._skip_empty_lines(buf)
+        if buf.startswith(b"\r\n"):
+            self._skip_empty_lines(buf)
         end = buf.find(b"\r\n\r\n", self._rescan())
         if end < 0:
             return self._incomplete_head()
@@ -233,7 +234,8 @@ class RequestParser:
         # The same search _next_head() makes, after the same skip: "\r\n\r\n" alone
         # is two empty lines, not a head, and a loop that took it for one would then
         # wait in a blocking recv() for a request that may never come.
-        self._skip_empty_lines(buf)
+        if buf.startswith(b"\r\n"):
+            self._skip_empty_lines(buf)
         if buf.find(b"\r\n\r\n", self._rescan()) >= 0:
             return True
         try:
