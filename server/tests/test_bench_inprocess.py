@@ -1,0 +1,36 @@
+"""loadtest/bench/inprocess.py, the in-process cost meter: both of its modes run and
+report a measured number. Speed is never asserted; the numbers only have to exist."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import require_tool
+
+INPROCESS = Path(__file__).resolve().parents[2] / "loadtest" / "bench" / "inprocess.py"
+
+
+def run(*args: str) -> str:
+    done = subprocess.run([sys.executable, str(INPROCESS), *args], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_timing_mode_reports_microseconds_per_request():
+    out = run("--requests", "500")
+    found = re.fullmatch(r"hello:app /: ([\d.]+) us per request \(best of 7 runs of 500\)\n", out)
+    assert found and float(found.group(1)) > 0, out
+
+
+def test_instructions_mode_counts_under_valgrind():
+    require_tool("valgrind")
+    out = run("--instructions", "--requests", "300")
+    found = re.fullmatch(r"hello:app /: ([\d,]+) instructions per request "
+                         r"\(valgrind, 300 requests\)\n", out)
+    assert found, out
+    # a served request is tens of thousands of instructions; nothing served would be ~0
+    assert int(found.group(1).replace(",", "")) > 5000, out
