@@ -395,7 +395,7 @@ class RequestParser:
 
         path, query, target_host = self._split_target(method, target)
         if connection:
-            tokens = {t.strip() for t in connection.split(",")}
+            tokens = {t.strip(OWS_TEXT) for t in connection.split(",")}
             if version == "HTTP/1.1":
                 keep_alive = "close" not in tokens
             else:
@@ -419,10 +419,13 @@ class RequestParser:
 
     @staticmethod
     def _transfer_coding(value: str) -> bool:
-        codings = [c.strip().lower() for c in value.split(",")]
+        # Strip only OWS (SP, HTAB): str.strip() would also take "\xa0" or "\x85" off
+        # "chunked\xa0", a value a proxy in front may not read as chunked at all.
+        codings = [c.strip(OWS_TEXT) for c in value.split(",")]
         for coding in codings:
             if not re.fullmatch(TOKEN.decode(), coding):
                 raise HTTPError(400, f"malformed Transfer-Encoding {value!r}")
+        codings = [c.lower() for c in codings]
         if codings != ["chunked"]:
             # RFC 9112 6.1: only a single, final chunked is a body we can delimit.
             raise HTTPError(501, f"unsupported Transfer-Encoding {value!r}")

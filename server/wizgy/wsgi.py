@@ -262,8 +262,8 @@ def _apply_forwarded(environ: dict) -> None:
     if forwarded_for:
         # The rightmost entry is the one our proxy appended; entries left of it came
         # from the client and can be forged.
-        environ["REMOTE_ADDR"] = forwarded_for.rsplit(",", 1)[-1].strip()
-    proto = environ.get("HTTP_X_FORWARDED_PROTO", "").strip().lower()
+        environ["REMOTE_ADDR"] = forwarded_for.rsplit(",", 1)[-1].strip(" \t")
+    proto = environ.get("HTTP_X_FORWARDED_PROTO", "").strip(" \t").lower()
     if proto in ("http", "https"):
         environ["wsgi.url_scheme"] = proto
 
