@@ -6,6 +6,7 @@ Every load loop here is bounded in connections and in time, and aims at 127.0.0.
 from __future__ import annotations
 
 import contextlib
+import json
 import resource
 import socket
 import threading
@@ -13,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import AVAILABLE_MODELS, connect, read_response, run_wizgy
+from conftest import AVAILABLE_MODELS, connect, read_response, read_until_close, run_wizgy
 
 GET = b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n"
 
@@ -94,6 +95,91 @@ def test_empty_lines_then_silence_do_not_stop_other_clients(model, stall):
                             else b"st: t\r\n\r\n")
             status, _, body = read_response(staller)
             assert (status, body) == (200, b"Hello, World!\n")
+
+
+def dribble(sock, data: bytes, pause: float) -> None:
+    for i in range(len(data)):
+        sock.sendall(data[i:i + 1])
+        time.sleep(pause)
+
+
+@pytest.mark.parametrize("model", SELECTOR_MODELS)
+def test_slow_upload_waits_parked_and_is_served_whole(model):
+    # A body that takes longer than --timeout in all, each byte well within it: it is
+    # buffered while the connection is parked, so the app (and the one worker or the
+    # one pool thread) never waits on it, nobody else waits, no worker is killed as
+    # stuck, and the app gets every byte.
+    with run_wizgy("-k", model, "--threads", "1", "--timeout", "2", "testapp:app") as srv:
+        body = b"0123456789ab"
+        with connect(srv.port, timeout=10) as slow:
+            slow.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n"
+                         % len(body))
+            uploader = threading.Thread(target=dribble, args=(slow, body, 0.3))
+            uploader.start()
+            try:
+                for _ in range(5):  # while the upload goes on (3.6 s in all)
+                    started = time.monotonic()
+                    with connect(srv.port, timeout=3) as other:
+                        other.sendall(GET)
+                        assert read_response(other)[0] == 200
+                    assert time.monotonic() - started < 1.0
+                    time.sleep(0.5)
+            finally:
+                uploader.join(10)
+            status, _, answer = read_response(slow, timeout=5)
+        assert status == 200
+        assert json.loads(answer)["length"] == len(body)
+    assert "WORKER TIMEOUT" not in srv.final_output
+
+
+@pytest.mark.parametrize("model", SELECTOR_MODELS)
+@pytest.mark.parametrize("request_bytes", [
+    b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n12345",
+    b"GET /hello HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\n",
+], ids=["half-a-body", "no-body-at-all"])
+def test_body_that_stops_coming_gets_408_and_stalls_nobody(model, request_bytes):
+    with run_wizgy("-k", model, "--threads", "1", "--timeout", "2", "testapp:app") as srv:
+        with connect(srv.port, timeout=10) as stalled:
+            stalled.sendall(request_bytes)
+            time.sleep(0.3)
+            started = time.monotonic()
+            with connect(srv.port, timeout=3) as other:
+                other.sendall(GET)
+                assert read_response(other)[0] == 200
+            assert time.monotonic() - started < 1.0
+            status, headers, body = read_response(stalled, timeout=6)
+        assert (status, headers["connection"]) == (408, "close")
+        assert b"request body not received in time" in body
+
+
+@pytest.mark.parametrize("model", SELECTOR_MODELS)
+def test_draining_an_unwanted_dribbled_body_takes_at_most_timeout(model):
+    # The app answered without reading a chunked body; the server drains what follows
+    # to keep the connection, but not for longer than --timeout in all, however
+    # steadily the client dribbles.
+    with run_wizgy("-k", model, "--threads", "1", "--timeout", "2", "testapp:app") as srv:
+        with connect(srv.port, timeout=10) as sock:
+            sock.sendall(b"POST /ignore-body HTTP/1.1\r\nHost: t\r\n"
+                         b"Transfer-Encoding: chunked\r\n\r\n400\r\n")
+            status, _, body = read_response(sock)
+            assert (status, body) == (200, b"ignored\n")
+            answered = time.monotonic()
+            stop = threading.Event()
+
+            def keep_dribbling():
+                while not stop.wait(0.25) and time.monotonic() - answered < 10:
+                    with contextlib.suppress(OSError):
+                        sock.send(b"x")
+
+            dribbler = threading.Thread(target=keep_dribbling)
+            dribbler.start()
+            try:
+                assert read_until_close(sock, timeout=10) == b""
+                closed_after = time.monotonic() - answered
+            finally:
+                stop.set()
+                dribbler.join(5)
+        assert closed_after < 6, f"closed {closed_after:.1f} s after the response"
 
 
 @pytest.mark.parametrize("model", SELECTOR_MODELS)

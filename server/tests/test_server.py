@@ -191,6 +191,19 @@ def test_unread_small_body_is_drained_and_connection_kept(server):
         assert read_response(sock)[2] == b"Hello, World!\n"
 
 
+def test_bad_request_after_a_keep_alive_response_gets_its_400(server):
+    # The first response is long done: the second request's refusal must be sent, not
+    # mistaken for an error in the middle of a response (which can only close).
+    with connect(server.port) as sock:
+        sock.sendall(GET % b"/hello")
+        assert read_response(sock)[0] == 200
+        sock.sendall(b"GET /hello HTTP/1.1\r\nHost t\r\n\r\n")
+        status, headers, body = read_response(sock)
+        assert (status, headers["connection"]) == (400, "close")
+        assert b"malformed header field" in body
+        assert read_until_close(sock) == b""
+
+
 def test_unread_large_body_closes_connection(server):
     with connect(server.port) as sock:
         sock.sendall(b"POST /ignore-body HTTP/1.1\r\nHost: t\r\nContent-Length: 10000000\r\n\r\n")

@@ -30,6 +30,9 @@ from .wsgi import AppError, InputStream, Response, ServerInfo, build_environ, er
     run_app
 
 DRAIN_LIMIT = 1 << 16  # unread body bytes we read and discard to keep a connection
+# A selector loop holds a request back, parked, until a body of up to this many bytes
+# (Content-Length) has all arrived, so the app never waits on a slow client's upload.
+BUFFERED_BODY = 1 << 20
 EMPTY_INPUT = InputStream(lambda size: b"")  # wsgi.input of every bodiless request
 
 
@@ -108,6 +111,7 @@ class Connection:
             errors=ctx.logs.errors_stream, trust_proxy=ctx.trusts(remote_addr),
         )
         # per-request state
+        self.pending: Request | None = None  # a head a selector loop read (take_head)
         self._request: Request | None = None
         self._response: Response | None = None
         self._body_done = True
@@ -131,10 +135,16 @@ class Connection:
     def handle_request(self) -> bool:
         """Serve one request. Returns False when the connection must now be closed."""
         try:
-            request = self._read_head()
+            request = self.pending
             if request is None:
-                return False
-            return self._respond(request)
+                request = self._read_head()
+                if request is None:
+                    return False
+            else:
+                self.pending = None
+            keep = self._respond(request)
+            self._response = None  # done: refuse() answers a bad next request again
+            return keep
         except HTTPError as error:
             self.refuse(error)
             return False
@@ -142,6 +152,37 @@ class Connection:
             self.ctx.logs.error.debug("connection from %s closed: %s", self.info.remote_addr,
                                       error or type(error).__name__)
             return False
+
+    # for a selector loop: a request read without blocking --------------------------------
+    def take_head(self) -> bool:
+        """The parser holds a whole head (head_complete() said so): parse it into
+        `pending`, for handle_request() to serve. False when the connection must close
+        now (the head was refused and answered, or the peer has gone)."""
+        try:
+            event = self.parser.next_event()
+        except HTTPError as error:
+            self.refuse(error)
+            return False
+        if type(event) is http.ConnectionClosed:
+            return False
+        if event is not NEED_DATA:
+            self.pending = event
+        return True
+
+    @property
+    def request_begun(self) -> bool:
+        """Part of a next request is here: the first bytes of a head, or a whole head
+        whose body is still on its way."""
+        return self.pending is not None or self.parser.has_buffered_data
+
+    def awaiting_body(self) -> bool:
+        """Is the pending request's body still on its way, and small enough to wait
+        for in the parser's buffer? (A client that sent Expect: 100-continue waits for
+        the app; a bigger or chunked body is read by the app as it comes.)"""
+        request = self.pending
+        length = request.content_length
+        return bool(length) and length <= BUFFERED_BODY and not request.expect_continue \
+            and self.parser.buffered < length
 
     def _set_timeout(self, timeout: float | None) -> None:
         if timeout != self._sock_timeout:  # settimeout() is a syscall; skip repeats
@@ -291,8 +332,11 @@ class Connection:
         budget = DRAIN_LIMIT
         if request.content_length is not None and request.content_length > budget:
             return False
+        # Not worth more than --timeout in all (each read may take that long): a client
+        # dribbling the rest of a body the app did not want is not kept for it.
+        deadline = time.monotonic() + (self.timeout or 3600.0)
         try:
-            while budget > 0:
+            while budget > 0 and time.monotonic() < deadline:
                 data = self._read_body(budget)
                 if not data:
                     return True

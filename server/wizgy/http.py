@@ -195,6 +195,11 @@ class RequestParser:
         return bool(self._buf)
 
     @property
+    def buffered(self) -> int:
+        """Bytes received and not yet handed out (of a body, once its head is read)."""
+        return len(self._buf)
+
+    @property
     def in_body(self) -> bool:
         return self._state != _HEAD
 

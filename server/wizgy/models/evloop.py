@@ -13,9 +13,15 @@ The price (and the lesson): while the app runs, nothing else in this process doe
 A slow app (/sleep?s=5) stalls every client of this worker, so this model is meant
 to run as several processes: `-k evloop` (the default) is the pre-fork master of
 prefork.py with workers running this loop (`-w N`), best behind nginx, with apps that
-do not block for long. A request whose body has not
-fully arrived, or a client slow to read the response, is finished with the same
-blocking reads and writes (bounded by --timeout) that the other models use.
+do not block for long.
+
+Slow clients: a connection stays parked until its whole head is in and, for a body
+of up to 1 MiB with Content-Length, its whole body too (read_parked), so the app
+never waits on a slow upload. A head must arrive within --timeout of its first byte,
+and a body may pause for at most --timeout between two reads; else the client gets a
+408. Bigger or chunked bodies, bodies after Expect: 100-continue, and a client slow
+to read the response are served with blocking reads and writes, each bounded by
+--timeout (not the whole body): put nginx in front, which buffers both directions.
 """
 
 from __future__ import annotations
@@ -79,11 +85,17 @@ class EventLoopModel(ThreadedModel):
 
     def dispatch(self, conn: Connection) -> None:
         keep = conn.handle_request()
-        while keep and conn.parser.has_buffered_data and conn.parser.head_complete() \
-                and self.stop is None:
-            keep = conn.handle_request()  # pipelined requests, in order
+        parser = conn.parser
+        # Pipelined requests, in order, while a whole one is here; else park for the rest.
+        while keep and self.stop is None and parser.has_buffered_data and parser.head_complete():
+            keep = conn.take_head()
+            if keep and (conn.pending is None or conn.awaiting_body()):
+                break
+            keep = keep and conn.handle_request()
         if keep and self.stop is None:
             conn.set_nonblocking()  # a slow body or client may have needed a timeout
-            self.parked[conn] = time.monotonic() + self.ctx.settings.keep_alive
+            settings = self.ctx.settings
+            wait = (settings.timeout or 3600.0) if conn.pending else settings.keep_alive
+            self.parked[conn] = time.monotonic() + wait
         else:
             self.unpark(conn).close()

@@ -6,9 +6,10 @@ Flow
                     listener readable    -> accept, park the connection
                     connection readable  -> recv() what is there into its parser; once
                                             a whole head is in (or an error, or EOF),
-                                            hand the connection to the pool
-                    parked too long      -> close it (keep-alive over), or 408 if a head
-                                            had started
+                                            and a body of up to 1 MiB with it, hand
+                                            the connection to the pool
+                    parked too long      -> close it (keep-alive over), or 408 if a
+                                            request had started
     pool thread   conn.handle_request(), again while pipelined requests are buffered,
                   then gives the connection back to the main thread to park.
 
@@ -128,7 +129,7 @@ class ThreadedModel(Model):
 
     def read_parked(self, conn: Connection) -> None:
         parser = conn.parser
-        started = parser.has_buffered_data
+        started = conn.request_begun
         try:
             data = conn.sock.recv(65536)  # readable, so this does not block
         except BlockingIOError:
@@ -140,17 +141,32 @@ class ThreadedModel(Model):
             self.unpark(conn).close()  # the client ended an idle keep-alive connection
             return
         parser.receive(data)
-        if parser.head_complete():
-            self.dispatch(conn)
-        elif not started and self.ctx.settings.timeout:
-            # The head has begun: it now has --timeout seconds to arrive (else 408).
-            self.parked[conn] = time.monotonic() + self.ctx.settings.timeout
+        timeout = self.ctx.settings.timeout
+        if conn.pending is None:
+            if not parser.head_complete():
+                if not started and timeout:  # the head has begun: --timeout for all of it
+                    self.parked[conn] = time.monotonic() + timeout
+                return
+            if not conn.take_head():
+                self.unpark(conn).close()  # refused (and answered), or the peer is gone
+                return
+        request = conn.pending
+        if request is None:
+            return  # take_head() found no head after all: wait for one
+        if data and request.content_length and conn.awaiting_body():
+            # (at EOF, dispatch: the app hears that the body was cut short)
+            if timeout:  # a body: --timeout between two reads, as nginx allows
+                self.parked[conn] = time.monotonic() + timeout
+            return
+        self.dispatch(conn)
 
     def expire_parked(self, now: float) -> None:
         for conn, deadline in list(self.parked.items()):
             if deadline <= now:
                 self.unpark(conn)
-                if conn.parser.has_buffered_data:
+                if conn.pending is not None:
+                    conn.refuse(HTTPError(408, "request body not received in time"))
+                elif conn.parser.has_buffered_data:
                     conn.refuse(HTTPError(408, "request head not received in time"))
                 conn.close()
 
@@ -165,7 +181,7 @@ class ThreadedModel(Model):
         self.close_listeners()
         now = time.monotonic()
         for conn, deadline in self.parked.items():
-            if not conn.parser.has_buffered_data:  # a begun head keeps its --timeout
+            if not conn.request_begun:  # a begun request keeps its --timeout
                 grace = DRAIN_IDLE if conn.requests else \
                     max(DRAIN_IDLE, self.ctx.settings.keep_alive)
                 self.parked[conn] = min(deadline, now + grace)
