@@ -153,6 +153,25 @@ def test_body_that_stops_coming_gets_408_and_stalls_nobody(model, request_bytes)
 
 
 @pytest.mark.parametrize("model", SELECTOR_MODELS)
+def test_app_reading_a_long_chunked_upload_is_not_killed_as_stuck(model):
+    # A chunked body is read by the app as it comes: 4 s of steady chunks against a
+    # --timeout of 2. The worker's watchdog counts each body read as progress, so the
+    # master does not kill a worker that is busy receiving (it would kill one stuck).
+    with run_wizgy("-k", model, "--threads", "1", "--timeout", "2", "testapp:app") as srv:
+        chunks = [b"%02d-chunk" % i for i in range(14)]
+        with connect(srv.port, timeout=10) as sock:
+            sock.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for chunk in chunks:
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                time.sleep(0.3)
+            sock.sendall(b"0\r\n\r\n")
+            status, _, answer = read_response(sock, timeout=5)
+        assert status == 200
+        assert json.loads(answer)["length"] == len(b"".join(chunks))
+    assert "WORKER TIMEOUT" not in srv.final_output
+
+
+@pytest.mark.parametrize("model", SELECTOR_MODELS)
 def test_draining_an_unwanted_dribbled_body_takes_at_most_timeout(model):
     # The app answered without reading a chunked body; the server drains what follows
     # to keep the connection, but not for longer than --timeout in all, however

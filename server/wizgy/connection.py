@@ -23,6 +23,7 @@ from __future__ import annotations
 import socket
 import sys
 import time
+from collections.abc import Callable
 
 from . import http
 from .http import NEED_DATA, ClientDisconnected, HTTPError, Request, RequestParser
@@ -77,6 +78,9 @@ class ServerContext:
         self.board = board  # the Scoreboard shared with child processes, if any
         self.stats = Stats()  # replaced by a scoreboard slot (same attributes) in cli.py
         self.stopping = False  # set by the model on graceful shutdown
+        # Called as body bytes reach the app: a worker's watchdog (prefork) counts an
+        # app that is receiving an upload as busy, not stuck.
+        self.progress: Callable[[], None] | None = None
         self.keep_alive = settings.keep_alive > 0  # --keep-alive 0: close after each response
 
     def trusts(self, peer_ip: str) -> bool:
@@ -300,6 +304,8 @@ class Connection:
                 if event is NEED_DATA:
                     self._recv(self.timeout)
                 elif type(event) is http.Data:
+                    if self.ctx.progress is not None:
+                        self.ctx.progress()
                     return event.data
                 else:  # EndOfMessage
                     self._body_done = True

@@ -4,7 +4,9 @@ sends the master its heartbeat, and the fresh import of the app after a HUP.
 The heartbeat is the worker's only sign of life: the master kills a worker silent
 longer than --timeout. So the watchdog stays silent while a request has been inside
 the app longer than a beat interval (a stuck app is caught), but keeps beating while
-the worker merely waits for clients (an idle worker is not stuck).
+the worker merely waits for clients (an idle worker is not stuck) and while the app
+receives a request body (an app reading a long upload is busy, not stuck: each body
+read it makes restarts its clock, and each read is bounded by --timeout itself).
 """
 
 from __future__ import annotations
@@ -54,6 +56,13 @@ class Watchdog(threading.Thread):
                     os.kill(os.getpid(), signal.SIGTERM)
 
         ctx.app = watched_app
+
+        def progress() -> None:
+            key = threading.get_ident()
+            if key in self.in_app:
+                self.in_app[key] = time.monotonic()
+
+        ctx.progress = progress
         signal.signal(signal.SIGUSR1, self.on_usr1)
 
     def on_usr1(self, signum, frame) -> None:
