@@ -202,6 +202,28 @@ def test_draining_an_unwanted_dribbled_body_takes_at_most_timeout(model):
 
 
 @pytest.mark.parametrize("model", SELECTOR_MODELS)
+def test_empty_lines_do_not_keep_an_idle_connection_open(model):
+    # A CRLF every 0.5 s is not a request: the keep-alive time (1 s) still ends the
+    # connection, rather than each CRLF restarting a --timeout wait.
+    with run_wizgy("-k", model, "--keep-alive", "1", "--timeout", "3", "testapp:app") as srv:
+        with connect(srv.port, timeout=10) as sock:
+            sock.sendall(GET)
+            assert read_response(sock)[0] == 200
+            started = time.monotonic()
+            closed = False
+            while time.monotonic() - started < 6 and not closed:
+                try:
+                    sock.sendall(b"\r\n")
+                    sock.settimeout(0.5)
+                    closed = sock.recv(100) == b""
+                except TimeoutError:
+                    pass
+                except OSError:
+                    closed = True
+        assert closed and time.monotonic() - started < 3.5
+
+
+@pytest.mark.parametrize("model", SELECTOR_MODELS)
 def test_5000_idle_keep_alive_connections_and_50_active_clients(model):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < 12000:

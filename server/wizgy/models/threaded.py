@@ -144,7 +144,9 @@ class ThreadedModel(Model):
         timeout = self.ctx.settings.timeout
         if conn.pending is None:
             if not parser.head_complete():
-                if not started and timeout:  # the head has begun: --timeout for all of it
+                # The head has begun: --timeout for all of it. (Empty lines before it
+                # are skipped, not a beginning: else each CRLF would extend the wait.)
+                if not started and timeout and parser.has_buffered_data:
                     self.parked[conn] = time.monotonic() + timeout
                 return
             if not conn.take_head():
