@@ -191,6 +191,16 @@ def test_unread_small_body_is_drained_and_connection_kept(server):
         assert read_response(sock)[2] == b"Hello, World!\n"
 
 
+def test_unread_body_of_exactly_the_drain_limit_keeps_the_next_request(server):
+    # 65536 bytes use the whole drain budget; the end of the body comes after them and
+    # the pipelined GET behind it must still be answered.
+    with connect(server.port) as sock:
+        sock.sendall(b"POST /ignore-body HTTP/1.1\r\nHost: t\r\nContent-Length: 65536\r\n\r\n"
+                     + b"a" * 65536 + GET % b"/hello")
+        assert read_response(sock)[2] == b"ignored\n"
+        assert read_response(sock)[2] == b"Hello, World!\n"
+
+
 def test_bad_request_after_a_keep_alive_response_gets_its_400(server):
     # The first response is long done: the second request's refusal must be sent, not
     # mistaken for an error in the middle of a response (which can only close).
@@ -365,7 +375,8 @@ def test_head_timeout_is_408(model):
 
 def test_contract_violations_become_500(model):
     with run_wizgy("-k", model, "testapp:bad_app") as srv:
-        for path in (b"/hop-by-hop", b"/crlf-header", b"/str-body", b"/no-start"):
+        for path in (b"/hop-by-hop", b"/crlf-header", b"/str-body", b"/no-start",
+                     b"/two-content-lengths"):
             raw = exchange(srv.port, GET % path)
             assert raw.startswith(b"HTTP/1.1 500 "), (path, raw[:100])
             assert b"Set-Cookie" not in raw

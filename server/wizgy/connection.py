@@ -177,7 +177,7 @@ class Connection:
     def request_begun(self) -> bool:
         """Part of a next request is here: the first bytes of a head, or a whole head
         whose body is still on its way."""
-        return self.pending is not None or self.parser.has_buffered_data
+        return self.pending is not None or self.parser.head_begun
 
     def awaiting_body(self) -> bool:
         """Is the pending request's body still on its way, and small enough to wait
@@ -290,7 +290,7 @@ class Connection:
             pass
 
     # the body -------------------------------------------------------------------------
-    def _read_body(self, size: int) -> bytes:
+    def _read_body(self, size: int, deadline: float | None = None) -> bytes:
         if self._body_done:
             return b""
         request, parser = self._request, self.parser
@@ -302,7 +302,12 @@ class Connection:
             while True:
                 event = parser.next_event()
                 if event is NEED_DATA:
-                    self._recv(self.timeout)
+                    if deadline is None:
+                        self._recv(self.timeout)
+                    elif (remaining := deadline - time.monotonic()) > 0:
+                        self._recv(remaining)
+                    else:
+                        raise TimeoutError("body not drained in time")
                 elif type(event) is http.Data:
                     if self.ctx.progress is not None:
                         self.ctx.progress()
@@ -338,18 +343,19 @@ class Connection:
         budget = DRAIN_LIMIT
         if request.content_length is not None and request.content_length > budget:
             return False
-        # Not worth more than --timeout in all (each read may take that long): a client
-        # dribbling the rest of a body the app did not want is not kept for it.
+        # Not worth more than --timeout in all: a client dribbling the rest of a body
+        # the app did not want is not kept for it.
         deadline = time.monotonic() + (self.timeout or 3600.0)
         try:
-            while budget > 0 and time.monotonic() < deadline:
-                data = self._read_body(budget)
+            while True:  # until the end of the body, which may come after budget bytes
+                data = self._read_body(budget, deadline)
                 if not data:
                     return True
                 budget -= len(data)
-        except (HTTPError, ClientDisconnected, OSError):
+                if budget < 0:
+                    return False
+        except (HTTPError, ClientDisconnected, OSError):  # OSError: TimeoutError too
             return False
-        return self._body_done
 
     # sending --------------------------------------------------------------------------
     def set_nonblocking(self) -> None:

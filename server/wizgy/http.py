@@ -195,6 +195,13 @@ class RequestParser:
         return bool(self._buf)
 
     @property
+    def head_begun(self) -> bool:
+        """Bytes of a next request are here: more than the CR that may only begin an
+        empty line (which is skipped, not a start)."""
+        buf = self._buf
+        return bool(buf) and buf != b"\r"
+
+    @property
     def buffered(self) -> int:
         """Bytes received and not yet handed out (of a body, once its head is read)."""
         return len(self._buf)

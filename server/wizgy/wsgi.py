@@ -335,6 +335,8 @@ class Response:
             if lname is None:
                 lname = _check_header(item)
             if lname == "content-length":
+                if content_length is not None:  # which one would the client believe?
+                    raise AppError("more than one Content-Length header")
                 content_length = int(item[1])
             has_date = has_date or lname == "date"
             has_server = has_server or lname == "server"

@@ -115,6 +115,11 @@ def bad_app(environ, start_response):
         return ["not bytes"]
     if path == "/no-start":
         return [b"forgot start_response"]
+    if path == "/two-content-lengths":  # a client trusting the first would desync
+        start_response("200 OK", [("Content-Length", "1"), ("Content-Length", "5")])
+        return [b"xxxxx"]
+    if path == "/exit":
+        raise SystemExit(3)
     # The status and fields /hello sends (so wizgy has them checked and cached), but
     # not as PEP 3333 says: a tuple of fields, a bytes status.
     if path == "/tuple-headers":

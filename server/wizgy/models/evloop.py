@@ -84,18 +84,9 @@ class EventLoopModel(ThreadedModel):
         self.read_parked(conn)
 
     def dispatch(self, conn: Connection) -> None:
-        keep = conn.handle_request()
-        parser = conn.parser
-        # Pipelined requests, in order, while a whole one is here; else park for the rest.
-        while keep and self.stop is None and parser.has_buffered_data and parser.head_complete():
-            keep = conn.take_head()
-            if keep and (conn.pending is None or conn.awaiting_body()):
-                break
-            keep = keep and conn.handle_request()
+        keep = self.serve(conn)  # inline: this thread is the whole worker
         if keep and self.stop is None:
             conn.set_nonblocking()  # a slow body or client may have needed a timeout
-            settings = self.ctx.settings
-            wait = (settings.timeout or 3600.0) if conn.pending else settings.keep_alive
-            self.parked[conn] = time.monotonic() + wait
+            self.parked[conn] = time.monotonic() + self.wait_for(conn)
         else:
             self.unpark(conn).close()

@@ -106,13 +106,20 @@ class ThreadedModel(Model):
         self.park(conn)
 
     def park(self, conn: Connection) -> None:
-        settings = self.ctx.settings
-        wait = settings.keep_alive if conn.requests else settings.timeout or 3600.0
+        wait = self.wait_for(conn)
         if self.stop is not None:  # handed back by the pool as the stop began
             wait = min(wait, DRAIN_IDLE)
         self.parked[conn] = time.monotonic() + wait
         conn.set_nonblocking()  # read_parked() recv()s only when select() says so
         self.selector.register(conn.sock, selectors.EVENT_READ, conn)
+
+    def wait_for(self, conn: Connection) -> float:
+        """How long a connection may now wait parked: --keep-alive between requests,
+        --timeout for a first request or one that has begun (a head or a body)."""
+        settings = self.ctx.settings
+        if conn.requests and not conn.request_begun:
+            return settings.keep_alive
+        return settings.timeout or 3600.0
 
     def unpark(self, conn: Connection) -> Connection:
         del self.parked[conn]
@@ -141,12 +148,12 @@ class ThreadedModel(Model):
             self.unpark(conn).close()  # the client ended an idle keep-alive connection
             return
         parser.receive(data)
-        timeout = self.ctx.settings.timeout
+        timeout = self.ctx.settings.timeout or 3600.0
         if conn.pending is None:
             if not parser.head_complete():
                 # The head has begun: --timeout for all of it. (Empty lines before it
                 # are skipped, not a beginning: else each CRLF would extend the wait.)
-                if not started and timeout and parser.has_buffered_data:
+                if not started and parser.head_begun:
                     self.parked[conn] = time.monotonic() + timeout
                 return
             if not conn.take_head():
@@ -157,8 +164,7 @@ class ThreadedModel(Model):
             return  # take_head() found no head after all: wait for one
         if data and request.content_length and conn.awaiting_body():
             # (at EOF, dispatch: the app hears that the body was cut short)
-            if timeout:  # a body: --timeout between two reads, as nginx allows
-                self.parked[conn] = time.monotonic() + timeout
+            self.parked[conn] = time.monotonic() + timeout  # between two reads, as nginx
             return
         self.dispatch(conn)
 
@@ -210,14 +216,25 @@ class ThreadedModel(Model):
         """A whole request head is in: a pool thread takes the connection from here."""
         self.jobs.put(self.unpark(conn))
 
+    def serve(self, conn: Connection) -> bool:
+        """The request that was dispatched, then the pipelined ones already here, in
+        order; one not all here yet goes back to wait parked, rather than keep this
+        thread in a blocking read. False when the connection must close."""
+        keep = conn.handle_request()
+        parser = conn.parser
+        while keep and self.stop is None and parser.has_buffered_data and parser.head_complete():
+            keep = conn.take_head()
+            if keep and (conn.pending is None or conn.awaiting_body()):
+                break
+            keep = keep and conn.handle_request()
+        return keep
+
     def work(self) -> None:
         while (conn := self.jobs.get()) is not None:
             self.ctx.stats.active += 1
             try:
-                keep = conn.handle_request()
-                while keep and conn.parser.has_buffered_data and self.stop is None:
-                    keep = conn.handle_request()  # pipelined requests, in order
-            except Exception:
+                keep = self.serve(conn)
+            except BaseException:  # even an app's SystemExit must not end this thread
                 self.log.exception("unexpected error serving a connection")
                 keep = False
             finally:
