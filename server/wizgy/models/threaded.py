@@ -117,8 +117,8 @@ class ThreadedModel(Model):
         """How long a connection may now wait parked: --keep-alive between requests,
         --timeout for a first request or one that has begun (a head or a body)."""
         settings = self.ctx.settings
-        if conn.requests and not conn.request_begun:
-            return settings.keep_alive
+        if conn.requests and conn.pending is None and not conn.parser.head_begun:
+            return settings.keep_alive  # (not conn.request_begun, without the call)
         return settings.timeout or 3600.0
 
     def unpark(self, conn: Connection) -> Connection:
@@ -136,7 +136,7 @@ class ThreadedModel(Model):
 
     def read_parked(self, conn: Connection) -> None:
         parser = conn.parser
-        started = conn.request_begun
+        started = conn.pending is not None or parser.head_begun  # conn.request_begun
         try:
             data = conn.sock.recv(65536)  # readable, so this does not block
         except BlockingIOError:
