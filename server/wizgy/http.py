@@ -76,6 +76,10 @@ ABSOLUTE_FORM = re.compile(r"(?i:(https?)://)([^/?#]*)([^#]*)")
 HOST = re.compile(r"(\[[-._~!$&'()*+,;=:0-9A-Za-z]+\]|[-._~!$&'()*+,;=%0-9A-Za-z]*)(?::[0-9]*)?")
 
 MAX_CHUNK_LINE = 4096  # a chunk-size line with extensions; longer is abuse
+# The most body bytes one Data event carries. A body may sit whole in the buffer (a
+# selector loop waits for bodies up to 1 MiB): handing it out in pieces this size lets
+# a reader asking for 64 KiB at a time take each piece without copying the rest.
+MAX_DATA = 1 << 16
 
 REASONS = {
     100: "Continue",
@@ -481,6 +485,7 @@ class RequestParser:
 
     # bodies ------------------------------------------------------------------------
     def _take(self, n: int) -> bytes:
+        n = min(n, MAX_DATA)
         buf = self._buf
         if n >= len(buf):
             data = bytes(buf)

@@ -93,13 +93,21 @@ class InputStream:
 
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:
-            while self._fill():
-                pass
-            data, self._buf = self._buf, b""
-            return data
-        while len(self._buf) < size and self._fill():
-            pass
-        data, self._buf = self._buf[:size], self._buf[size:]
+            size = -1
+        parts = [self._buf] if self._buf else []  # joined once: += would copy each time
+        have = len(self._buf)
+        while (size < 0 or have < size) and not self._eof:
+            data = self._read_body(65536)
+            if not data:
+                self._eof = True
+                break
+            parts.append(data)
+            have += len(data)
+        buf = parts[0] if len(parts) == 1 else b"".join(parts)
+        if size < 0 or size >= len(buf):
+            self._buf = b""
+            return buf
+        data, self._buf = buf[:size], buf[size:]
         return data
 
     def readline(self, size: int | None = -1) -> bytes:

@@ -16,7 +16,7 @@ prefork.py with workers running this loop (`-w N`), best behind nginx, with apps
 do not block for long.
 
 Slow clients: a connection stays parked until its whole head is in and, for a body
-of up to 1 MiB with Content-Length, its whole body too (read_parked), so the app
+of up to 64 KiB with Content-Length, its whole body too (read_parked), so the app
 never waits on a slow upload. A head must arrive within --timeout of its first byte,
 and a body may pause for at most --timeout between two reads; else the client gets a
 408. Bigger or chunked bodies, bodies after Expect: 100-continue, and a client slow

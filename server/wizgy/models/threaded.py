@@ -6,7 +6,7 @@ Flow
                     listener readable    -> accept, park the connection
                     connection readable  -> recv() what is there into its parser; once
                                             a whole head is in (or an error, or EOF),
-                                            and a body of up to 1 MiB with it, hand
+                                            and a body of up to 64 KiB with it, hand
                                             the connection to the pool
                     parked too long      -> close it (keep-alive over), or 408 if a
                                             request had started
