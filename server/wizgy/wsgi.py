@@ -81,26 +81,26 @@ class InputStream:
         self._buf = b""
         self._eof = False
 
-    def _fill(self) -> bool:
+    def _next(self) -> bytes:
+        """The next piece of the body, b"" once it has ended."""
         if self._eof:
-            return False
+            return b""
         data = self._read_body(65536)
         if not data:
             self._eof = True
-            return False
+        return data
+
+    def _fill(self) -> bool:
+        data = self._next()
         self._buf += data
-        return True
+        return bool(data)
 
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:
             size = -1
         parts = [self._buf] if self._buf else []  # joined once: += would copy each time
         have = len(self._buf)
-        while (size < 0 or have < size) and not self._eof:
-            data = self._read_body(65536)
-            if not data:
-                self._eof = True
-                break
+        while (size < 0 or have < size) and (data := self._next()):
             parts.append(data)
             have += len(data)
         buf = parts[0] if len(parts) == 1 else b"".join(parts)

@@ -223,10 +223,11 @@ class ThreadedModel(Model):
         keep = conn.handle_request()
         parser = conn.parser
         while keep and self.stop is None and parser.has_buffered_data and parser.head_complete():
-            keep = conn.take_head()
-            if keep and (conn.pending is None or conn.awaiting_body()):
-                break
-            keep = keep and conn.handle_request()
+            if not conn.take_head():
+                return False
+            if conn.pending is None or conn.awaiting_body():
+                break  # the rest arrives while the connection waits parked
+            keep = conn.handle_request()
         return keep
 
     def work(self) -> None:
