@@ -214,6 +214,19 @@ def test_bad_request_after_a_keep_alive_response_gets_its_400(server):
         assert read_until_close(sock) == b""
 
 
+def test_large_body_read_to_its_length_keeps_the_connection(server):
+    # Frameworks read a body to Content-Length and never ask for EOF; the connection
+    # must stay open for a body too big to drain (it used to close after each upload).
+    body = b"u" * (1 << 20)
+    with connect(server.port) as sock:
+        sock.sendall(b"POST /read-exactly HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n"
+                     % len(body) + body)
+        status, headers, reply = read_response(sock)
+        assert (status, reply) == (200, b"1048576\n") and "connection" not in headers
+        sock.sendall(GET % b"/hello")
+        assert read_response(sock)[2] == b"Hello, World!\n"
+
+
 def test_unread_large_body_closes_connection(server):
     with connect(server.port) as sock:
         sock.sendall(b"POST /ignore-body HTTP/1.1\r\nHost: t\r\nContent-Length: 10000000\r\n\r\n")

@@ -313,6 +313,9 @@ class Connection:
                 elif type(event) is http.Data:
                     if self.ctx.progress is not None:
                         self.ctx.progress()
+                    if parser.body_ended:  # the app read to Content-Length: the body is
+                        parser.next_event()  # whole without its asking for EOF, and the
+                        self._body_done = True  # connection may stay open
                     return event.data
                 else:  # EndOfMessage
                     self._body_done = True

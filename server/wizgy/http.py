@@ -214,6 +214,12 @@ class RequestParser:
     def in_body(self) -> bool:
         return self._state != _HEAD
 
+    @property
+    def body_ended(self) -> bool:
+        """The body's last byte has been handed out: EndOfMessage comes next, with no
+        more to read (a Content-Length body read to its length)."""
+        return self._state == _END
+
     def next_event(self):
         state = self._state
         if state == _HEAD:

@@ -49,6 +49,12 @@ def raw_app(environ, start_response):
                           "content_length": environ.get("CONTENT_LENGTH")}).encode()
         start_response("200 OK", [("Content-Type", "application/json")])
         return [out]
+    if path == "/read-exactly":  # to Content-Length and no further, as frameworks do
+        stream, left, length = environ["wsgi.input"], int(environ["CONTENT_LENGTH"]), 0
+        while left > 0 and (part := stream.read(min(left, 65536))):
+            length, left = length + len(part), left - len(part)
+        start_response("200 OK", text)
+        return [b"%d\n" % length]
     if path == "/lines":  # readline/iteration over wsgi.input
         lines = list(environ["wsgi.input"])
         start_response("200 OK", [("Content-Type", "application/json")])
