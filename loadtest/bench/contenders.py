@@ -21,6 +21,7 @@ class Contender:
     module: str
     workers_max: int | None = None
     note: str = ""
+    skips: tuple[tuple[str, str], ...] = ()  # (scenario, why it does not run there)
 
 
 WIZGY = "{python} -m wizgy -b {bind} -w {workers} --chdir {appdir}"
@@ -49,10 +50,15 @@ CONTENDERS = [
               "--port {port} --workers {workers} --no-access-log {app}", "granian"),
     Contender("bjoern", "{python} {bench}/peers.py bjoern {bind} {workers} {app}", "bjoern",
               note="bind, then fork (peers.py)"),
+    # Not a server: the least a Python WSGI server does per request (floor.py says what
+    # it skips). No Python server passes it; it shows where that line is today.
+    Contender("python-floor", "{python} {bench}/floor.py {bind} {workers} {app}", "select",
+              note="not a server: recv, app call, send; parses nothing (floor.py)",
+              skips=(("post-1m", "reads no request bodies"),)),
 ]
 # fmt: on
 
 BY_NAME = {c.name: c for c in CONTENDERS}
 DEFAULT = ["wizgy", "gunicorn-sync", "gunicorn-gthread", "waitress", "meinheld", "granian",
-           "bjoern"]  # fmt: skip
+           "bjoern", "python-floor"]  # fmt: skip
 BASELINE = "gunicorn-sync"

@@ -179,6 +179,9 @@ class Harness:
         if contender.workers_max is not None and scenario.workers > contender.workers_max:
             record["status"] = f"n/a: runs at most {contender.workers_max} worker(s)"
             return record
+        if (why := dict(contender.skips).get(scenario.name)) is not None:
+            record["status"] = f"n/a: {why}"
+            return record
         port = measure.free_port()
         server = self.server(contender, scenario, port, round_no)
         self.live.append(server)

@@ -1,4 +1,5 @@
-"""The bench harness (loadtest/bench/run.py) runs end to end: --quick, wizgy and waitress.
+"""The bench harness (loadtest/bench/run.py) runs end to end: --quick, wizgy, waitress
+and the pure-Python floor (floor.py), which is also tested here on its own.
 
 Real servers, real wrk, about 15 s. Speed is never asserted here, only that every
 number the harness reports was measured (> 0), that the table prints, and that no
@@ -9,21 +10,23 @@ once by pip into a temporary folder on PYTHONPATH.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import require_tool, skip_or_fail
+from conftest import connect, read_response, read_until_close, require_tool, skip_or_fail
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN = ROOT / "loadtest" / "bench" / "run.py"
 BENCH_VENV_PYTHON = ROOT / "loadtest" / "bench" / ".venv" / "bin" / "python"
-SERVERS = ["wizgy-evloop", "waitress"]
-
+SERVERS = ["wizgy-evloop", "waitress", "python-floor"]
+FLOOR = ROOT / "loadtest" / "bench" / "floor.py"
 
 
 @pytest.fixture(autouse=True)
@@ -148,3 +151,58 @@ def _recycled(pid: int) -> bool:
         return os.getpgid(pid) != pid
     except ProcessLookupError:
         return True
+
+
+def test_a_scenario_a_server_skips_is_reported_not_run(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(RUN), "--scenarios", "post-1m", "--servers", "python-floor",
+         "--rounds", "1", "--out", str(tmp_path)],
+        check=False, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    [results] = tmp_path.glob("*.json")
+    [run] = json.loads(results.read_text())["runs"]
+    assert run["status"] == "n/a: reads no request bodies" and "pid" not in run
+    assert "python-floor  n/a: reads no request bodies" in done.stdout
+
+
+@pytest.fixture
+def floor():
+    """floor.py serving the bench's hello app, in its own process group."""
+    with socket_port() as port:
+        proc = subprocess.Popen(
+            [sys.executable, str(FLOOR), f"127.0.0.1:{port}", "1", "hello:app"],
+            cwd=FLOOR.parent, stdout=subprocess.PIPE, text=True, start_new_session=True,
+        )  # fmt: skip
+    try:
+        assert "Listening at" in proc.stdout.readline()
+        yield port
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def socket_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    yield port
+
+
+def test_the_floor_answers_keep_alive_and_close_like_a_server(floor):
+    # wrk counts its responses only if they are well framed: Content-Length on each,
+    # two requests in one packet both answered, and Connection: close said and done.
+    # (Each connection's first request line picks the page for all its requests.)
+    get = b"GET /%s HTTP/1.1\r\nHost: 127.0.0.1\r\n%s\r\n"
+    with connect(floor) as sock:
+        sock.sendall(get % (b"stream64k", b""))
+        status, headers, body = read_response(sock)
+        assert (status, len(body), headers["content-length"]) == (200, 65536, "65536")
+    with connect(floor) as sock:
+        sock.sendall(get % (b"", b"") * 2)
+        assert read_response(sock)[2] == read_response(sock)[2] == b"Hello, World!"
+        sock.sendall(get % (b"", b"Connection: close\r\n"))
+        status, headers, body = read_response(sock)
+        assert (body, headers["connection"]) == (b"Hello, World!", "close")
+        assert read_until_close(sock) == b""
