@@ -152,6 +152,27 @@ def test_body_that_stops_coming_gets_408_and_stalls_nobody(model, request_bytes)
         assert b"request body not received in time" in body
 
 
+@pytest.mark.parametrize("model", AVAILABLE_MODELS)
+@pytest.mark.parametrize("head", [
+    b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 200000\r\n\r\n",
+    b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n",
+], ids=["over-64k", "chunked"])
+def test_body_the_app_waits_for_in_vain_gets_408(model, head):
+    # A body too big (or too open-ended) to wait for parked is read by the app as it
+    # comes; when the rest stops coming for --timeout, the client is told so.
+    with run_wizgy("-k", model, "--timeout", "1", "testapp:app") as srv:
+        with connect(srv.port, timeout=10) as sock:
+            sock.sendall(head + b"hello")
+            status, headers, body = read_response(sock, timeout=8)
+            assert (status, headers["connection"]) == (408, "close")
+            assert b"request body not received in time" in body
+            assert read_until_close(sock) == b""
+        with connect(srv.port) as sock:  # and the server still serves
+            sock.sendall(GET)
+            assert read_response(sock)[0] == 200
+    assert "request body not received in time" in srv.final_output
+
+
 @pytest.mark.parametrize("model", SELECTOR_MODELS)
 def test_app_reading_a_long_chunked_upload_is_not_killed_as_stuck(model):
     # A chunked body is read by the app as it comes: 4 s of steady chunks against a

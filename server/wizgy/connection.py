@@ -14,8 +14,8 @@ A model that parks idle keep-alive connections elsewhere (the threaded one) call
 `handle_request()` itself and checks `parser.has_buffered_data` for pipelining.
 
 Timeouts: a new request's first byte may take `keep_alive` seconds; once it starts,
-the whole head must arrive within `timeout` seconds (else 408); each body read and
-each send may block at most `timeout` seconds.
+the whole head must arrive within `timeout` seconds (else 408); each body read (else
+408, if the response has not begun) and each send may block at most `timeout` seconds.
 """
 
 from __future__ import annotations
@@ -323,6 +323,11 @@ class Connection:
         except HTTPError as error:
             self._body_error = error
             raise
+        except TimeoutError:  # the app waited --timeout for the next of the body
+            if deadline is not None:
+                raise  # draining after the response: just close
+            self._body_error = HTTPError(408, "request body not received in time")
+            raise self._body_error from None
 
     def _check_body(self) -> None:
         """Called as response headers go out: a bad body overrides the app's answer, and
