@@ -4,7 +4,8 @@
 
 Not a server, a measure. One epoll loop per process: recv() what is there, find each
 request's end (CRLFCRLF), call the app with a copy of one environ built from the
-connection's first request line, join the body and send it with a Content-Length.
+connection's first request line, join the body and send it with a Content-Length
+(a server must send each block of a streamed body as it comes: PEP 3333).
 It parses no header, reads no body, checks nothing, has no timeouts and no error
 handling. What it skips is what a real server must do (RFC 9112 parsing, framing,
 limits, PEP 3333 checks, logging); what it keeps no Python server can skip: a recv()
