@@ -17,12 +17,15 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from conftest import (
     SERVER,
     children_of,
     connect,
     exchange,
     read_response,
+    read_until_close,
     run_wizgy,
     wait_for,
     workers,
@@ -153,6 +156,23 @@ def test_max_requests_recycles_workers():
         assert [len(set(pids[i:i + 3])) for i in (0, 3, 6)] == [1, 1, 1]
         assert len(set(pids)) == 3
         assert srv.output().count("reached --max-requests (3)") >= 2
+
+
+@pytest.mark.parametrize("model", ["prefork", "evloop", "gthread"])
+def test_the_last_response_before_max_requests_says_close(model):
+    # The worker stops after its 3rd request: that response must say so, or a client
+    # sends its next request (maybe a POST) into a connection about to close.
+    keep_alive_get = b"GET /pid HTTP/1.1\r\nHost: t\r\n\r\n"
+    with run_wizgy("-k", model, "-w", "1", "--max-requests", "3", "testapp:app") as srv:
+        with connect(srv.port) as sock:
+            answers = []
+            for _ in range(3):
+                sock.sendall(keep_alive_get)
+                answers.append(read_response(sock))
+            assert [h.get("connection") for _, h, _ in answers] == [None, None, "close"]
+            assert len({body for _, _, body in answers}) == 1  # one worker served them
+            assert read_until_close(sock) == b""
+        wait_for(lambda: "reached --max-requests (3)" in srv.output(), timeout=10)
 
 
 def test_gthread_runs_threaded_workers():

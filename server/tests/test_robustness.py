@@ -375,3 +375,26 @@ def test_descriptor_exhaustion_backs_off_and_recovers(model):
                     raise
                 time.sleep(0.2)
         assert srv.proc.poll() is None
+
+
+@pytest.mark.parametrize("model", SELECTOR_MODELS)
+def test_descriptor_exhaustion_does_not_slow_open_connections(model):
+    # Out of descriptors, the selector loop stops watching its listener for a moment
+    # instead of sleeping: a client already connected is served at once meanwhile
+    # (a 0.1 s sleep per failed accept() made each of its requests wait for it).
+    def low_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(
+            resource.RLIMIT_NOFILE)[1]))
+
+    args = ["-k", model, "--threads", "2", "--keep-alive", "30", "testapp:app"]
+    with run_wizgy(*args, preexec_fn=low_limit) as srv:
+        with connect(srv.port) as served:
+            served.sendall(GET)
+            assert read_response(served)[0] == 200
+            with open_sockets(srv.port, 200):
+                srv.wait_for_output(r"Too many open files \(EMFILE\)", timeout=15)
+                started = time.monotonic()
+                for _ in range(20):
+                    served.sendall(GET)
+                    assert read_response(served)[0] == 200
+                assert time.monotonic() - started < 1.0  # 20 sleeps of 0.1 s: >= 2 s

@@ -126,6 +126,33 @@ def test_head_has_no_body(server):
         assert second.endswith(b"e\r\nHello, World!\n\r\n0\r\n\r\n")
 
 
+def test_head_without_a_body_gets_no_made_up_length(server):
+    # An app that sends no body for HEAD (werkzeug's way) does not know GET's length:
+    # "Content-Length: 0" would be a lie (RFC 9110 9.3.2), and on a 204 it is forbidden
+    # (8.6). The connection stays open either way.
+    with connect(server.port) as sock:
+        for path in (b"/head-empty", b"/no-content"):
+            sock.sendall(b"HEAD %s HTTP/1.1\r\nHost: t\r\n\r\n" % path)
+            sock.settimeout(5)
+            head = b""
+            while not head.endswith(b"\r\n\r\n"):
+                head += sock.recv(1)
+            assert b"Content-Length" not in head and b"Connection: close" not in head, head
+        sock.sendall(GET % b"/head-empty")
+        status, headers, body = read_response(sock)
+        assert (status, body) == (200, b"x" * 30)
+
+
+def test_options_asterisk_reaches_the_app_with_an_empty_path(server):
+    # CGI's PATH_INFO is empty or starts with "/" (the app runs under wsgiref.validate);
+    # RAW_URI keeps the "*".
+    with connect(server.port) as sock:
+        sock.sendall(b"OPTIONS * HTTP/1.1\r\nHost: t\r\n\r\n")
+        status, headers, body = read_response(sock)
+    assert (status, json.loads(body)) == (200, {"PATH_INFO": ""})
+    assert headers["allow"] == "GET, HEAD, POST, OPTIONS"
+
+
 def test_204_has_no_body(server):
     status, headers, body = get(server.port, b"/no-content")
     assert status == 204 and body == b"" and "transfer-encoding" not in headers
@@ -389,7 +416,7 @@ def test_head_timeout_is_408(model):
 def test_contract_violations_become_500(model):
     with run_wizgy("-k", model, "testapp:bad_app") as srv:
         for path in (b"/hop-by-hop", b"/crlf-header", b"/str-body", b"/no-start",
-                     b"/two-content-lengths"):
+                     b"/two-content-lengths", b"/interim-status"):
             raw = exchange(srv.port, GET % path)
             assert raw.startswith(b"HTTP/1.1 500 "), (path, raw[:100])
             assert b"Set-Cookie" not in raw

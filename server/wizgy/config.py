@@ -127,7 +127,8 @@ class Settings:
         help="fork model: most children at once; the parent stops accepting at the bound."))
     max_requests: int = field(default=0, metadata=option(
         "--max-requests", type=non_negative,
-        help="prefork: recycle a worker after this many requests; 0 = never."))
+        help="prefork: recycle a worker after this many requests (the last response "
+             "says Connection: close); 0 = never."))
     max_requests_jitter: int = field(default=0, metadata=option(
         "--max-requests-jitter", type=non_negative,
         help="prefork: add up to this many to --max-requests, per worker."))

@@ -244,7 +244,7 @@ class Connection:
             check = None
         environ = build_environ(request, wsgi_input, self.info)
         keep_alive = request.keep_alive and ctx.keep_alive and not ctx.stopping
-        resp = Response(request, self._send, keep_alive=keep_alive, check=check)
+        resp = Response(request, self._send, keep_alive=keep_alive, check=check, ctx=ctx)
         self._response = resp
         logs = ctx.logs
         started = time.perf_counter() if logs.access_enabled else 0.0

@@ -460,8 +460,8 @@ class RequestParser:
             raise HTTPError(400, "fragment in request target")
         host = None
         if target[0] != "/":
-            if target == "*" and method == "OPTIONS":  # asterisk-form
-                return "*", "", None
+            if target == "*" and method == "OPTIONS":  # asterisk-form: PATH_INFO is ""
+                return "", "", None  # (CGI: empty or "/..."); RAW_URI keeps the "*"
             m = ABSOLUTE_FORM.fullmatch(target)  # absolute-form (RFC 9112 3.2.2)
             if m is None:
                 if method == "CONNECT":  # authority-form: not for a WSGI origin server

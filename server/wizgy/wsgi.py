@@ -300,9 +300,11 @@ class Response:
     _add_date = True  # the app sent no Date of its own
 
     def __init__(self, req: Request, send: Callable[[bytes], None], *,
-                 keep_alive: bool, check: Callable[[], None] | None = None) -> None:
+                 keep_alive: bool, check: Callable[[], None] | None = None,
+                 ctx=None) -> None:
         self.req = req
         self._send = send
+        self._ctx = ctx  # the server's context: its `stopping` means this one closes
         self._check = check  # raises if the request turned out bad while the app ran
         self.keep_alive = keep_alive
 
@@ -334,6 +336,8 @@ class Response:
         Content-Length, whether a Date must be added, and the head's first lines."""
         if type(status) is not str or not STATUS_LINE.fullmatch(status):
             raise AppError(f"invalid status {status!r}")
+        if status < "2":  # a client takes a 1xx as interim and this response's end as
+            raise AppError(f"1xx status {status!r} is not a final response")  # the next's
         if type(headers) is not list:
             raise AppError(f"headers must be a list, not {type(headers).__name__}")
         content_length = None
@@ -422,7 +426,11 @@ class Response:
         fields = b""
         if req.method == "HEAD" or code < 200 or code in (204, 304):
             self.body_allowed = False  # RFC 9110 6.4.1: these never carry content
-            if length is not None and self.content_length is None and req.method == "HEAD":
+            # A HEAD answered with the body a GET would get: say its length (RFC 9110
+            # 9.3.2). Not when it is empty: apps send none for HEAD, and GET's length is
+            # unknown; never on 204 or 304 (8.6).
+            if length and self.content_length is None and req.method == "HEAD" \
+                    and code not in (204, 304):
                 fields = b"Content-Length: %d\r\n" % length
         elif self.content_length is None:
             if length is not None:
@@ -433,6 +441,8 @@ class Response:
                 fields = b"Transfer-Encoding: chunked\r\n"
             else:
                 self.keep_alive = False  # HTTP/1.0: the end of the body is the close
+        if self.keep_alive and self._ctx is not None and self._ctx.stopping:
+            self.keep_alive = False  # a stop (or --max-requests) began while the app ran
         if not self.keep_alive:
             fields += b"Connection: close\r\n"
         elif req.version == "HTTP/1.0":

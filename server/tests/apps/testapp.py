@@ -59,6 +59,12 @@ def raw_app(environ, start_response):
         lines = list(environ["wsgi.input"])
         start_response("200 OK", [("Content-Type", "application/json")])
         return [json.dumps([line.decode("latin-1") for line in lines]).encode()]
+    if path == "/head-empty":  # streams for GET, sends nothing for HEAD (as werkzeug)
+        start_response("200 OK", text)
+        return [] if environ["REQUEST_METHOD"] == "HEAD" else (b"x" * 10 for _ in range(3))
+    if environ.get("RAW_URI") == "*":  # OPTIONS *: about the server, not a resource
+        start_response("200 OK", [*text, ("Allow", "GET, HEAD, POST, OPTIONS")])
+        return [json.dumps({"PATH_INFO": path}).encode()]
     if path == "/ignore-body":
         start_response("200 OK", text)
         return [b"ignored\n"]
@@ -121,6 +127,9 @@ def bad_app(environ, start_response):
         return ["not bytes"]
     if path == "/no-start":
         return [b"forgot start_response"]
+    if path == "/interim-status":  # a 1xx is not a final response
+        start_response("102 Processing", [])
+        return []
     if path == "/two-content-lengths":  # a client trusting the first would desync
         start_response("200 OK", [("Content-Length", "1"), ("Content-Length", "5")])
         return [b"xxxxx"]

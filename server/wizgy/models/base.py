@@ -132,6 +132,11 @@ class Model:
             self._last_resource_log = now
             self.log.warning("accept() failed: %s (%s); backing off",
                              os.strerror(error.errno), errno.errorcode[error.errno])
+        self.back_off()
+
+    def back_off(self) -> None:
+        """Give descriptors a moment to come free. A model that also serves open
+        connections from its loop must not sleep in it (ThreadedModel)."""
         time.sleep(0.1)
 
     def close_listeners(self) -> None:

@@ -52,6 +52,7 @@ class ThreadedModel(Model):
             self.selector.register(listener, selectors.EVENT_READ, listener)
         self.selector.register(self.wakeup_r, selectors.EVENT_READ, WAKEUP)
         self.next_sweep = 0.0
+        self.paused_until = 0.0  # out of descriptors: listeners unwatched until then
         # A listener bound to one address: its connections' local address is known
         # (bound to 0.0.0.0 or ::, each connection's depends on the interface it came in).
         self.local = {}
@@ -79,7 +80,7 @@ class ThreadedModel(Model):
         return [key.data for key, _ in self.selector.select(timeout)]
 
     def poll(self) -> None:
-        for ready in self.ready(1.0):
+        for ready in self.ready(0.1 if self.paused_until else 1.0):
             if ready is WAKEUP:
                 self.drain_wakeup()
                 self.park_returned()
@@ -88,10 +89,25 @@ class ThreadedModel(Model):
             else:
                 self.accept_all(ready)
         now = time.monotonic()
+        if self.paused_until and now >= self.paused_until:
+            self.watch_listeners()
         if now >= self.next_sweep:  # once a second, not per event: cheap with 5,000 idle
             self.next_sweep = now + 1.0
             self.expire_parked(now)
             self.ctx.stats.idle = len(self.parked)
+
+    def back_off(self) -> None:
+        """Out of descriptors: stop watching the listeners for 0.1 s, while the open
+        connections go on being served (sleeping here would stall them all)."""
+        if not self.paused_until:
+            for listener in self.listeners:
+                self.selector.unregister(listener)
+        self.paused_until = time.monotonic() + 0.1
+
+    def watch_listeners(self) -> None:
+        self.paused_until = 0.0
+        for listener in self.listeners:
+            self.selector.register(listener, selectors.EVENT_READ, listener)
 
     def accept_all(self, listener) -> None:
         for _ in range(64):  # bounded, so parked connections get their turn too
@@ -184,8 +200,10 @@ class ThreadedModel(Model):
         under a client that may be sending right now: one accepted a moment ago gets
         --keep-alive seconds (at least DRAIN_IDLE) for its first request, an idle
         keep-alive one DRAIN_IDLE seconds for its next. Then close what is left (expire_parked)."""
-        for listener in self.listeners:
-            self.selector.unregister(listener)
+        if not self.paused_until:
+            for listener in self.listeners:
+                self.selector.unregister(listener)
+        self.paused_until = 0.0  # (and they stay unwatched: they are closed now)
         self.close_listeners()
         now = time.monotonic()
         for conn, deadline in self.parked.items():

@@ -45,12 +45,15 @@ class Watchdog(threading.Thread):
         def watched_app(environ, start_response):
             key = threading.get_ident()
             self.in_app[key] = time.monotonic()
+            self.calls += 1
+            last = self.calls == self.max_requests
+            if last:  # recycle: this response says Connection: close, then we stop
+                self.ctx.stopping = True
             try:
                 return app(environ, start_response)
             finally:
                 del self.in_app[key]
-                self.calls += 1
-                if self.calls == self.max_requests:  # recycle: finish this one, then stop
+                if last:
                     self.ctx.logs.error.info("Worker %d reached --max-requests (%d): "
                                              "recycling", os.getpid(), self.calls)
                     os.kill(os.getpid(), signal.SIGTERM)
