@@ -30,6 +30,11 @@ def wizgy(*args, env=None, timeout=20):
     (["--limit-request-line", "-1", "testapp:app"], "--limit-request-line: must be 0 or more"),
     (["-w", "0", "testapp:app"], "--workers: must be 1 or more"),
     ([], "no application given"),
+    (["--graceful-timeout", "inf", "testapp:app"], "--graceful-timeout: must be 0 or more"),
+    (["--timeout", "nan", "testapp:app"], "--timeout: must be 0 or more seconds (and finite)"),
+    (["--error-logfile", "/nonexistent/x.log", "testapp:app"],
+     "cannot open log file /nonexistent/x.log: No such file or directory"),
+    (["--access-logfile", "/", "testapp:app"], "cannot open log file /: Is a directory"),
 ])
 def test_bad_configuration_is_one_line_and_exit_2(args, message):
     result = wizgy(*args)
@@ -46,6 +51,23 @@ def test_port_in_use_is_exit_2():
         result = wizgy("-b", f"127.0.0.1:{port}", "testapp:app")
     assert result.returncode == 2
     assert f"cannot bind 127.0.0.1:{port}: Address already in use" in result.stderr
+
+
+def test_a_unix_bind_never_replaces_a_file_that_is_not_a_socket(tmp_path):
+    precious = tmp_path / "notes.txt"
+    precious.write_text("keep me")
+    result = wizgy("-b", f"unix:{precious}", "testapp:app")
+    assert result.returncode == 2
+    assert f"cannot bind unix:{precious}: {precious} exists and is not a socket" \
+        in result.stderr
+    assert precious.read_text() == "keep me"
+
+
+def test_log_level_is_case_insensitive():
+    result = wizgy("--log-level", "WARNING", "--print-config", "testapp:app")
+    assert result.returncode == 0 and "log_level                  = 'warning'" in result.stdout
+    result = wizgy("--print-config", "testapp:app", env={"WIZGY_LOG_LEVEL": "Debug"})
+    assert result.returncode == 0 and "log_level                  = 'debug'" in result.stdout
 
 
 def test_unknown_option_is_exit_2():
@@ -104,6 +126,20 @@ def test_app_from_env_and_access_log(tmp_path):
     line = log.read_text().strip()
     assert line.startswith("127.0.0.1 - - [")
     assert '"GET /hello?x=1 HTTP/1.1" 200 14 "-" "probe"' in line
+
+
+@pytest.mark.parametrize("model", ["evloop", "threaded", "iterative"])
+def test_a_request_the_app_fails_is_in_the_access_log(tmp_path, model):
+    log = tmp_path / "access.log"
+    with run_wizgy("-k", model, "--access-logfile", str(log), "testapp:app") as srv:
+        for path in (b"/error", b"/hello"):
+            with socket.create_connection(("127.0.0.1", srv.port)) as sock:
+                sock.sendall(b"GET %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n" % path)
+                while sock.recv(4096):
+                    pass
+    lines = log.read_text().splitlines()
+    assert ['"GET /error HTTP/1.1" 500' in lines[0], '"GET /hello HTTP/1.1" 200' in lines[1]] \
+        == [True, True], lines
 
 
 def test_chdir_and_pythonpath():

@@ -77,7 +77,8 @@ def test_a_killed_worker_is_replaced():
         after = wait_for(lambda: len(workers(srv)) == 2 and victim not in workers(srv)
                          and workers(srv), what="a replacement")
         assert len(after - before) == 1
-        srv.wait_for_output(rf"Worker {victim} exited with status signal SIGKILL")
+        srv.wait_for_output(rf"\[ERROR\] Worker {victim} was killed by signal SIGKILL, "
+                            r"not by the master")
         assert get(srv.port, b"/hello") == (200, b"Hello, World!\n")
 
 

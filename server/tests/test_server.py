@@ -431,6 +431,36 @@ def test_contract_violations_become_500(model):
 
 # --- lifecycle ---------------------------------------------------------------------------
 
+def test_usr1_reopens_the_logs_and_hup_usr2_never_kill(model, tmp_path):
+    # logrotate renames the file and sends USR1; HUP and USR2 (gunicorn's reload and
+    # upgrade) are handled or refused out loud, never the default action: death.
+    log = tmp_path / "access.log"
+    with run_wizgy("-k", model, "--access-logfile", str(log), "testapp:app") as srv:
+        assert get(srv.port, b"/hello")[0] == 200
+        log.rename(tmp_path / "access.log.1")
+        os.kill(srv.pid, signal.SIGUSR1)
+        srv.wait_for_output(r"Handling signal: usr1", timeout=5)
+        for signum in (signal.SIGUSR2, signal.SIGHUP):
+            os.kill(srv.pid, signum)
+            srv.wait_for_output(rf"Handling signal: {signum.name[3:].lower()}", timeout=5)
+            assert srv.proc.poll() is None, signum
+        assert get(srv.port, b"/environ")[0] == 200
+        assert srv.proc.poll() is None
+        output = srv.output()
+    assert "USR2" in output.upper() and ("not supported" in output), output
+    assert '"GET /environ HTTP/1.1" 200' in wait_for_text(log, "/environ")
+    assert "/environ" not in (tmp_path / "access.log.1").read_text()
+
+
+def wait_for_text(path, text: str, timeout: float = 5.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and text in (found := path.read_text()):
+            return found
+        time.sleep(0.05)
+    return path.read_text() if path.exists() else ""
+
+
 def test_sigterm_lets_in_flight_request_finish(model):
     with run_wizgy("-k", model, "--threads", "2", "testapp:app") as srv:
         result = {}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 import socket
+import stat
 import sys
 
 from . import config, models, status
@@ -29,7 +30,11 @@ def main(argv: list[str] | None = None) -> int:
         if settings.print_config:
             print(config.describe(settings))
             return 0
-        logs = Logs(settings.error_logfile, settings.access_logfile, settings.log_level)
+        try:
+            logs = Logs(settings.error_logfile, settings.access_logfile, settings.log_level)
+        except OSError as error:
+            raise ConfigError(f"cannot open log file {error.filename}: "
+                              f"{error.strerror or error}") from None
         if settings.lesson and settings.worker_model != "fork":
             raise ConfigError(f"--lesson {settings.lesson} needs the fork model (-k fork), "
                               f"not -k {settings.model}")
@@ -94,6 +99,8 @@ def bind(address: str, backlog: int) -> socket.socket:
         path = address[5:]
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         if os.path.exists(path):
+            if not stat.S_ISSOCK(os.stat(path).st_mode):
+                raise ConfigError(f"cannot bind {address}: {path} exists and is not a socket")
             os.unlink(path)  # a stale socket file from an earlier run
         target = path
     else:

@@ -39,8 +39,8 @@ def positive(value: str) -> int:
 
 def seconds(value: str) -> float:
     number = float(value)
-    if number < 0:
-        raise ValueError(f"must be 0 or more seconds, not {value}")
+    if not 0 <= number < 1e9:  # (also refuses nan and inf)
+        raise ValueError(f"must be 0 or more seconds (and finite), not {value}")
     return number
 
 
@@ -111,7 +111,8 @@ class Settings:
     error_logfile: str = field(default="-", metadata=option(
         "--error-logfile", metavar="FILE", help="Error log; - is stderr."))
     log_level: str = field(default="info", metadata=option(
-        "--log-level", choices=LOG_LEVELS, help="Least severe error-log level written."))
+        "--log-level", choices=LOG_LEVELS, type=str.lower,
+        help="Least severe error-log level written."))
     forwarded_allow_ips: str = field(default="127.0.0.1", metadata=option(
         "--forwarded-allow-ips", metavar="IPS",
         help="Comma-separated peers whose X-Forwarded-For/-Proto are trusted; * = all."))
@@ -177,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
             kwargs["action"] = "append"
         if meta["choices"]:
             kwargs["choices"] = meta["choices"]
+            kwargs["type"] = meta["type"]  # before argparse checks: --log-level INFO
         if meta["metavar"]:
             kwargs["metavar"] = meta["metavar"]
         parser.add_argument(*meta["flags"], dest=f.name, **kwargs)

@@ -253,32 +253,38 @@ class Connection:
         except (ConnectionError, TimeoutError):
             return False  # the client left while we were answering
         except Exception as error:
-            return self._app_failed(request, resp, error)
+            status = self._app_failed(request, resp, error)
+            if logs.access_enabled and status:  # the 500 (or 4xx) is counted there too
+                logs.access(environ, status, resp.bytes_sent, time.perf_counter() - started)
+            return False
         keep_alive = resp.keep_alive and (self._body_done or self._finish_body())
         ctx.stats.count(resp.status_code)
         if logs.access_enabled:
             logs.access(environ, resp.status_code, resp.bytes_sent, time.perf_counter() - started)
         return keep_alive and not ctx.stopping
 
-    def _app_failed(self, request: Request, resp: Response, error: Exception) -> bool:
+    def _app_failed(self, request: Request, resp: Response, error: Exception) -> int:
+        """Log what went wrong and answer it if nothing was sent yet. Returns the status
+        the client got (0: the client is gone)."""
         if isinstance(error, HTTPError):  # a bad body surfaced while the app read it
             status, message = error.status, error.message
             self.ctx.logs.error.info("refused %s %s from %s: %s", request.method,
                                      request.target, self.info.remote_addr, error)
         elif isinstance(error, ClientDisconnected):
-            return False
+            return 0
         else:
             status, message = 500, "The server could not complete your request."
             what = "broke the WSGI contract" if isinstance(error, AppError) else "raised"
             self.ctx.logs.error.error("app %s on %s %s", what, request.method, request.target,
                                       exc_info=sys.exc_info())
         self.ctx.stats.count(status)
-        if not resp.headers_sent:
-            try:
-                self._send(error_response(status, message))
-            except OSError:
-                pass
-        return False
+        if resp.headers_sent:
+            return resp.status_code  # cut short: all the client can be told is a close
+        try:
+            self._send(error_response(status, message))
+        except OSError:
+            return 0
+        return status
 
     def refuse(self, error: HTTPError) -> None:
         """The peer sent something we refuse: a short 4xx/5xx, then we close."""

@@ -76,6 +76,19 @@ class Model:
         signal.signal(signal.SIGINT, self.on_fast_stop)
         signal.signal(signal.SIGQUIT, self.on_fast_stop)
         signal.signal(signal.SIGALRM, self.on_fast_stop)
+        if self.owns_listeners:  # a server of one process (not a prefork master's worker)
+            signal.signal(signal.SIGUSR1, self.on_usr1)
+            signal.signal(signal.SIGHUP, self.on_unsupported)  # their default is to die
+            signal.signal(signal.SIGUSR2, self.on_unsupported)
+
+    def on_usr1(self, signum, frame) -> None:
+        self.ctx.logs.reopen()
+        self.log.info("Handling signal: usr1: reopened the log files")
+
+    def on_unsupported(self, signum, frame) -> None:
+        self.log.warning("Handling signal: %s: ignored by -k %s (HUP reloads under the "
+                         "prefork master; USR2 upgrades are not supported)",
+                         signal.Signals(signum).name[3:].lower(), self.name)
 
     def on_term(self, signum, frame) -> None:
         if self.stop is None:

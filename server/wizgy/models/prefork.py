@@ -47,7 +47,8 @@ HALT_BOOT_ERROR = 3  # the master's exit status when workers keep failing to boo
 MAX_BOOT_FAILURES = 5  # consecutive boot failures before the master gives up
 KILL_AFTER = 2.0  # fast stop: seconds between SIGQUIT and SIGKILL
 MASTER_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
-                  signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1, signal.SIGCHLD)
+                  signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2,
+                  signal.SIGCHLD)
 
 
 @dataclasses.dataclass
@@ -138,6 +139,12 @@ class PreforkModel(Model):
     def handle_usr1(self) -> None:
         self.ctx.logs.reopen()
         self.kill_all(signal.SIGUSR1)
+
+    def handle_usr2(self) -> None:
+        # gunicorn's binary upgrade (a new master beside this one); its default action
+        # would kill this master and leave the workers orphaned.
+        self.log.warning("USR2 (upgrade to a new master) is not supported: ignored; "
+                         "HUP reloads the app")
 
     # the loop -------------------------------------------------------------------------
     def sleep(self) -> None:
@@ -265,7 +272,12 @@ class PreforkModel(Model):
         self.release(worker.slot)
         code = os.waitstatus_to_exitcode(status)
         described = f"signal {signal.Signals(-code).name}" if code < 0 else str(code)
-        self.log.info("Worker %d exited with status %s", worker.pid, described)
+        if code < 0 and not (worker.killed or worker.retiring or self.stop):
+            # Not a signal of ours: the kernel's OOM killer, or an operator.
+            self.log.error("Worker %d was killed by %s, not by the master (out of memory?)",
+                           worker.pid, described)
+        else:
+            self.log.info("Worker %d exited with status %s", worker.pid, described)
         self.event("worker exited", pid=worker.pid, status=code)
         if code == WORKER_BOOT_ERROR and not worker.booted:
             self.boot_failures += 1
@@ -325,7 +337,8 @@ class PreforkModel(Model):
         for worker in self.workers.values():
             if worker.heartbeat >= 0:
                 os.close(worker.heartbeat)
-        for signum in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1):
+        for signum in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1,
+                       signal.SIGUSR2):
             signal.signal(signum, signal.SIG_IGN)  # sent to the group: meant for the master
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
             signal.signal(signum, stop_booting)  # until the worker model installs its own
