@@ -70,6 +70,15 @@ def test_log_level_is_case_insensitive():
     assert result.returncode == 0 and "log_level                  = 'debug'" in result.stdout
 
 
+def test_prefork_settings_on_a_one_process_model_are_said_to_be_ignored():
+    with run_wizgy("-k", "threaded", "-w", "3", "testapp:app") as srv:
+        srv.wait_for_output(r"-k threaded is one process: --workers 3 and --max-requests 0 "
+                            r"are for the prefork models, and ignored")
+    with run_wizgy("-k", "prefork", "-w", "2", "--max-requests", "5", "testapp:app") as srv:
+        srv.wait_for_output(r"Booting worker")
+    assert "is one process" not in srv.final_output
+
+
 def test_unknown_option_is_exit_2():
     result = wizgy("--no-such-option", "testapp:app")
     assert result.returncode == 2 and "unrecognized arguments" in result.stderr

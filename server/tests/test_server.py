@@ -497,3 +497,15 @@ def test_unix_socket(model, tmp_path):
             sock.sendall(GET % b"/hello")
             assert read_response(sock)[2] == b"Hello, World!\n"
         assert get(srv.port, b"/hello")[0] == 200
+    assert not path.exists()  # removed at exit, as gunicorn does
+
+
+def test_a_socket_file_a_newer_server_bound_is_left_alone(tmp_path):
+    path = tmp_path / "wizgy.sock"
+    with run_wizgy("-b", f"unix:{path}", "-b", "127.0.0.1:0", "testapp:app", bind=False):
+        path.unlink()  # a new server takes the path over (a rolling restart)
+        with socket.socket(socket.AF_UNIX) as newer:
+            newer.bind(str(path))
+            newer.listen()
+        inode = path.stat().st_ino
+    assert path.stat().st_ino == inode

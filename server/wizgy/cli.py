@@ -57,9 +57,15 @@ def main(argv: list[str] | None = None) -> int:
         logs.error.info("Listening at: %s (%s)", url_of(listener), os.getpid())
     logs.error.info("Using model: %s%s", settings.model,
                     f" (lesson: {settings.lesson})" if settings.lesson else "")
+    if settings.worker_model != "prefork" and (settings.workers > 1 or settings.max_requests):
+        logs.error.info("-k %s is one process: --workers %d and --max-requests %d are for "
+                        "the prefork models, and ignored", settings.model,
+                        settings.workers, settings.max_requests)
     status.start(ctx, status_listener, listeners)  # sets ctx.status_pid and ctx.event
+    ours = unix_socket_files([*listeners, status_listener])
     code = model_cls(ctx, listeners).run()
     status.stop(ctx)
+    remove_socket_files(ours)
     logs.error.info("Shutting down: %s", "done" if code == 0 else f"exit status {code}")
     return code
 
@@ -91,6 +97,22 @@ def load_app(settings: Settings):
     if not callable(app):
         raise ConfigError(f"{spec} is not callable (it is a {type(app).__name__})")
     return app
+
+
+def unix_socket_files(listeners) -> list[tuple[str, int]]:
+    """(path, inode) of each unix socket we bound, to remove at exit."""
+    return [(sock.getsockname(), os.stat(sock.getsockname()).st_ino)
+            for sock in listeners if sock is not None and sock.family == socket.AF_UNIX]
+
+
+def remove_socket_files(files: list[tuple[str, int]]) -> None:
+    """Remove our socket files, not one a newer server has bound at the same path."""
+    for path, inode in files:
+        try:
+            if os.stat(path).st_ino == inode:
+                os.unlink(path)
+        except OSError:
+            pass  # gone already
 
 
 def bind(address: str, backlog: int) -> socket.socket:
