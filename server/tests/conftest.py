@@ -199,13 +199,19 @@ def children_of(pid: int) -> list[int]:
     return [int(p) for p in text.split()]
 
 
+def proc_state(pid: int) -> str | None:
+    """The state letter in /proc/PID/stat ("R", "S", "Z"...), or None once the process is reaped.
+
+    A process can be reaped between open() and read(): that read fails with ESRCH, not ENOENT.
+    """
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
 def zombies_of(pid: int) -> list[int]:
-    out = []
-    for child in children_of(pid):
-        with contextlib.suppress(FileNotFoundError):
-            if Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                out.append(child)
-    return out
+    return [child for child in children_of(pid) if proc_state(child) == "Z"]
 
 
 def open_fds(pid: int) -> int:

@@ -18,12 +18,12 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import (
     SERVER,
     children_of,
     connect,
     exchange,
+    proc_state,
     read_response,
     read_until_close,
     run_wizgy,
@@ -241,10 +241,7 @@ def test_workers_leave_when_the_master_dies():
         os.kill(srv.pid, signal.SIGKILL)
 
         def gone(pid: int) -> bool:  # exited (a zombie of whoever adopted it) or reaped
-            try:
-                return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-            except FileNotFoundError:
-                return True
+            return proc_state(pid) in ("Z", None)
 
         wait_for(lambda: all(gone(pid) for pid in pids), timeout=5, what="orphaned workers")
         assert "Master is gone" in srv.output()

@@ -8,7 +8,6 @@ import json
 import os
 import re
 import resource
-import shutil
 import signal
 import socket
 import subprocess
@@ -20,12 +19,12 @@ from pathlib import Path
 
 import pytest
 from conftest import (
-    require_tool,
-    AVAILABLE_MODELS,
     SERVER,
     TEST_APPS,
     children_of,
     open_fds,
+    proc_state,
+    require_tool,
     run_wizgy,
     zombies_of,
 )
@@ -247,11 +246,7 @@ def socket_inodes(pid: int) -> set[str]:
 
 
 def gone(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return True
-    return state == "Z"  # exited; reaped by whoever adopted it
+    return proc_state(pid) in ("Z", None)  # exited, or reaped by whoever adopted it
 
 
 def test_status_process_holds_no_app_listener_and_ends_with_the_server():
