@@ -398,3 +398,54 @@ def test_descriptor_exhaustion_does_not_slow_open_connections(model):
                     served.sendall(GET)
                     assert read_response(served)[0] == 200
                 assert time.monotonic() - started < 1.0  # 20 sleeps of 0.1 s: >= 2 s
+
+
+@pytest.mark.parametrize("close_last", [False, True], ids=["keep-alive", "close-at-the-end"])
+def test_client_that_does_not_read_its_responses_stalls_nobody(close_last):
+    # A client pipelines request after request and reads nothing. Its socket buffers
+    # fill; what it has not taken waits in the connection's backlog, its next request
+    # waits until that is sent, and the one evloop worker serves others meanwhile.
+    # (It used to wait in sendall() for --timeout, every other client with it.)
+    # Once it reads, it gets every response, in order: nothing lost.
+    with run_wizgy("-k", "evloop", "-w", "1", "--timeout", "5", "testapp:app") as srv:
+        count, size = 100, 60_000
+        with connect(srv.port, timeout=10) as hog:
+            # A fixed receive buffer (no autotuning): the server's send buffer and this
+            # one together hold some 4.5 MB here, less than the 6 MB it asks for. (Not
+            # below loopback's 64 KiB MSS, or each segment waits for TCP's persist timer.)
+            hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 17)
+            one = b"GET /length?n=%d HTTP/1.1\r\nHost: t\r\n\r\n" % size
+            last = one.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n") if close_last else one
+            hog.sendall(one * (count - 1) + last)  # 4.5 KB: the server takes it all in
+            time.sleep(0.5)
+            for _ in range(5):
+                started = time.monotonic()
+                with connect(srv.port, timeout=3) as other:
+                    other.sendall(GET)
+                    assert read_response(other)[0] == 200
+                assert time.monotonic() - started < 1.0
+            for i in range(count):
+                status, headers, body = read_response(hog, timeout=5)
+                assert (status, len(body)) == (200, size), i
+            if close_last:
+                assert headers["connection"] == "close"
+                assert read_until_close(hog) == b""
+            else:  # and the connection goes on
+                hog.sendall(GET)
+                assert read_response(hog)[:3:2] == (200, b"Hello, World!\n")
+
+
+def test_client_that_never_reads_is_closed_after_timeout():
+    # It took nothing of its responses for --timeout: it is closed, with no 408 put
+    # in the middle of a response, and the worker goes on.
+    with run_wizgy("-k", "evloop", "-w", "1", "--timeout", "1", "testapp:app") as srv:
+        with connect(srv.port, timeout=10) as hog:
+            hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 17)
+            hog.sendall(b"GET /length?n=60000 HTTP/1.1\r\nHost: t\r\n\r\n" * 100)
+            time.sleep(3.5)  # --timeout, and the once-a-second sweep, and then some
+            received = read_until_close(hog)
+        assert 60_000 * 40 < len(received) < 60_000 * 90
+        assert b"408" not in received and b"x" * 60_000 in received
+        with connect(srv.port) as sock:
+            sock.sendall(GET)
+            assert read_response(sock)[0] == 200

@@ -123,6 +123,11 @@ class Connection:
         self._body_done = True
         self._body_error: HTTPError | None = None
         self._sent_continue = False
+        # A selector loop lets _send() leave up to `write_behind` bytes a slow reader
+        # has not taken yet in `backlog`, to flush when select() says it can, rather
+        # than wait in sendall() with every other client of the loop waiting too.
+        self.write_behind = 0
+        self.backlog = b""
 
     # the loop ------------------------------------------------------------------------
     def serve(self) -> None:
@@ -310,6 +315,8 @@ class Connection:
             while True:
                 event = parser.next_event()
                 if event is NEED_DATA:
+                    if self.backlog:  # what the client may be waiting for before it sends
+                        self.flush()
                     if deadline is None:
                         self._recv(self.timeout)
                     elif (remaining := deadline - time.monotonic()) > 0:
@@ -382,17 +389,43 @@ class Connection:
 
     def _send(self, data: bytes) -> None:
         if self._sock_timeout == 0.0:  # non-blocking: most responses go out in one send()
+            if self.backlog:  # the client is behind already: queue this too, if it fits
+                if len(self.backlog) + len(data) <= self.write_behind:
+                    self.backlog += data
+                    return
+                self.flush()
             try:
                 sent = self.sock.send(data)
             except BlockingIOError:
                 sent = 0
             if sent == len(data):
                 return
-            data = memoryview(data)[sent:]  # the client reads slowly: wait for it
+            if len(data) - sent <= self.write_behind:
+                self.backlog = bytes(data[sent:])  # the loop sends it when the client reads
+                return
+            data = memoryview(data)[sent:]  # too much to keep: wait for the client
         if self._sock_timeout != self.timeout:
             self._set_timeout(self.timeout)
         self.sock.sendall(data)
 
+    def flush(self) -> None:
+        """Send the backlog, waiting for the client (each send() at most --timeout)."""
+        self._set_timeout(self.timeout)
+        backlog, self.backlog = self.backlog, b""
+        self.sock.sendall(backlog)
+
+    def send_backlog(self) -> bool:
+        """For a selector loop, once the socket is writable: send what it takes of the
+        backlog without waiting. True when all of it has gone."""
+        try:
+            sent = self.sock.send(self.backlog)
+        except BlockingIOError:
+            return False
+        self.backlog = self.backlog[sent:]
+        return not self.backlog
+
     def _sendfile(self, file, offset: int, count: int) -> int:
+        if self.backlog:
+            self.flush()
         self._set_timeout(self.timeout)
         return self.sock.sendfile(file, offset, count)

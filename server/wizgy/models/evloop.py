@@ -19,18 +19,27 @@ Slow clients: a connection stays parked until its whole head is in and, for a bo
 of up to 64 KiB with Content-Length, its whole body too (read_parked), so the app
 never waits on a slow upload. A head must arrive within --timeout of its first byte,
 and a body may pause for at most --timeout between two reads; else the client gets a
-408. Bigger or chunked bodies, bodies after Expect: 100-continue, and a client slow
-to read the response are served with blocking reads and writes, each bounded by
---timeout (not the whole body): put nginx in front, which buffers both directions.
+408. Bigger or chunked bodies and bodies after Expect: 100-continue are read by the
+app as they come, each read bounded by --timeout (not the whole body).
+
+Slow readers: what a client has not taken of its responses waits in the connection's
+backlog (up to 256 KiB), the connection waits in epoll for the socket to be writable,
+and its next (pipelined) request is served only once the backlog is sent. The client
+must take some of it every --timeout, or it is closed. A response bigger than that is
+sent with blocking writes, each bounded by --timeout: put nginx in front, which
+buffers both directions.
 """
 
 from __future__ import annotations
 
 import select
+import selectors
 import time
 
 from ..connection import Connection
 from .threaded import ThreadedModel
+
+WRITE_BEHIND = 1 << 18  # response bytes a connection may hold for a client slow to read
 
 
 class Epoll:
@@ -46,6 +55,11 @@ class Epoll:
     def register(self, fileobj, events, data) -> None:
         fd = fileobj if type(fileobj) is int else fileobj.fileno()
         self._epoll.register(fd, select.EPOLLIN)  # every caller here waits to read
+        self._data[fd] = data
+
+    def modify(self, fileobj, events, data) -> None:
+        fd = fileobj if type(fileobj) is int else fileobj.fileno()
+        self._epoll.modify(fd, select.EPOLLOUT if events & selectors.EVENT_WRITE else select.EPOLLIN)
         self._data[fd] = data
 
     def unregister(self, fileobj) -> None:
@@ -75,18 +89,53 @@ class EventLoopModel(ThreadedModel):
 
     def start_pool(self) -> None:
         self.pool = []  # no threads: dispatch() serves the request itself
+        self.closing: set[Connection] = set()  # to close once their backlog is sent
 
     def admit(self, conn: Connection) -> None:
         """Clients send their request right after connecting, so by the time accept()
         returns it is often here already: read it now rather than after one more trip
         through epoll. If nothing is there yet, read_parked() leaves it parked."""
+        conn.write_behind = WRITE_BEHIND
         self.park(conn)
         self.read_parked(conn)
 
     def dispatch(self, conn: Connection) -> None:
         keep = self.serve(conn)  # inline: this thread is the whole worker
-        if keep and self.stop is None:
+        if conn.backlog:  # the client is slow to take its responses: wait till it does
+            if not keep:
+                self.closing.add(conn)
+            self.wait_to_write(conn)
+        elif keep and self.stop is None:
             conn.set_nonblocking()  # a slow body or client may have needed a timeout
             self.parked[conn] = time.monotonic() + self.wait_for(conn)
         else:
             self.unpark(conn).close()
+
+    def wait_to_write(self, conn: Connection) -> None:
+        conn.set_nonblocking()
+        self.selector.modify(conn.sock, selectors.EVENT_WRITE, conn)
+        self.parked[conn] = time.monotonic() + (self.ctx.settings.timeout or 3600.0)
+
+    def read_parked(self, conn: Connection) -> None:
+        if conn.backlog:  # it waits to write, and now it can
+            self.write_parked(conn)
+        else:
+            super().read_parked(conn)
+
+    def write_parked(self, conn: Connection) -> None:
+        try:
+            done = conn.send_backlog()
+        except OSError:  # the client is gone
+            self.unpark(conn).close()
+            return
+        if not done:  # it took some: --timeout again for the next of it
+            self.parked[conn] = time.monotonic() + (self.ctx.settings.timeout or 3600.0)
+        elif conn in self.closing or self.stop is not None:
+            self.unpark(conn).close()
+        else:  # back to reading; requests it pipelined meanwhile are served now
+            self.selector.modify(conn.sock, selectors.EVENT_READ, conn)
+            self.dispatch(conn)
+
+    def unpark(self, conn: Connection) -> Connection:
+        self.closing.discard(conn)
+        return super().unpark(conn)

@@ -188,7 +188,9 @@ class ThreadedModel(Model):
         for conn, deadline in list(self.parked.items()):
             if deadline <= now:
                 self.unpark(conn)
-                if conn.pending is not None:
+                if conn.backlog:
+                    pass  # took nothing of its responses for --timeout: just close
+                elif conn.pending is not None:
                     conn.refuse(HTTPError(408, "request body not received in time"))
                 elif conn.parser.has_buffered_data:
                     conn.refuse(HTTPError(408, "request head not received in time"))
@@ -207,7 +209,7 @@ class ThreadedModel(Model):
         self.close_listeners()
         now = time.monotonic()
         for conn, deadline in self.parked.items():
-            if not conn.request_begun:  # a begun request keeps its --timeout
+            if not conn.request_begun and not conn.backlog:  # (those keep their --timeout)
                 grace = DRAIN_IDLE if conn.requests else \
                     max(DRAIN_IDLE, self.ctx.settings.keep_alive)
                 self.parked[conn] = min(deadline, now + grace)
@@ -237,10 +239,12 @@ class ThreadedModel(Model):
     def serve(self, conn: Connection) -> bool:
         """The request that was dispatched, then the pipelined ones already here, in
         order; one not all here yet goes back to wait parked, rather than keep this
-        thread in a blocking read. False when the connection must close."""
-        keep = conn.handle_request()
+        thread in a blocking read. (With no request taken yet, just the pipelined ones:
+        evloop's connection whose backlog is sent.) False when the connection must close."""
+        keep = conn.handle_request() if conn.pending is not None else True
         parser = conn.parser
-        while keep and self.stop is None and parser.has_buffered_data and parser.head_complete():
+        while keep and self.stop is None and not conn.backlog and parser.has_buffered_data \
+                and parser.head_complete():  # (a backlog: this client is not reading)
             if not conn.take_head():
                 return False
             if conn.pending is None or conn.awaiting_body():
