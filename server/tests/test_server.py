@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import connect, exchange, read_response, read_until_close, run_wizgy
+from conftest import AVAILABLE_MODELS, connect, exchange, read_response, read_until_close, run_wizgy
 
 GET = b"GET %s HTTP/1.1\r\nHost: t\r\n\r\n"
 
@@ -254,11 +254,42 @@ def test_large_body_read_to_its_length_keeps_the_connection(server):
         assert read_response(sock)[2] == b"Hello, World!\n"
 
 
+# The selector models read a body whole before the app runs; the others as it asks.
+SPOOLING_MODELS = [m for m in ("threaded", "evloop") if m in AVAILABLE_MODELS]
+STREAMING_MODELS = [m for m in AVAILABLE_MODELS if m not in SPOOLING_MODELS]
+
+
+@pytest.mark.parametrize("model", STREAMING_MODELS)
 def test_unread_large_body_closes_connection(server):
+    # An answer before the body is whole says it will close.
     with connect(server.port) as sock:
         sock.sendall(b"POST /ignore-body HTTP/1.1\r\nHost: t\r\nContent-Length: 10000000\r\n\r\n")
         status, headers, body = read_response(sock)
         assert status == 200 and headers["connection"] == "close"
+
+
+@pytest.mark.parametrize("model", SPOOLING_MODELS)
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_large_body_the_app_ignores_was_read_whole_first(server, framing):
+    # Read whole (a 3 MB one into a temporary file) before the app runs: the app
+    # answers after it, and the connection stays open.
+    body = b"b" * 3_000_000
+    if framing == "chunked":
+        head = b"Transfer-Encoding: chunked\r\n\r\n"
+        body = b"".join(b"%x\r\n%s\r\n" % (len(part), part)
+                        for part in (body[i:i + 70_000] for i in range(0, len(body), 70_000)))
+        body += b"0\r\n\r\n"
+    else:
+        head = b"Content-Length: %d\r\n\r\n" % len(body)
+    with connect(server.port) as sock:
+        sock.sendall(b"POST /ignore-body HTTP/1.1\r\nHost: t\r\n" + head)
+        sock.settimeout(0.5)
+        with pytest.raises(TimeoutError):  # no answer while the body is on its way
+            sock.recv(1)
+        sock.sendall(body + GET % b"/echo")
+        status, headers, reply = read_response(sock)
+        assert (status, reply) == (200, b"ignored\n") and "connection" not in headers
+        assert json.loads(read_response(sock)[2])["length"] == 0
 
 
 def test_expect_100_continue_sent_when_app_reads(server):

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import socket
 import sys
+import tempfile
 import time
+from collections import deque
 from collections.abc import Callable
 
 from . import http
@@ -31,11 +33,11 @@ from .wsgi import AppError, InputStream, Response, ServerInfo, build_environ, er
     run_app
 
 DRAIN_LIMIT = 1 << 16  # unread body bytes we read and discard to keep a connection
-# A selector loop holds a request back, parked, until a body of up to this many bytes
-# (Content-Length) has all arrived, so the app never waits on a slow client's upload.
-# Not more: a bigger body read whole from memory streams slower than one read as it
-# comes (1 MiB: 800 against 1,400 POSTs a second in the bench's post-1m).
+# A selector loop holds a request back, parked, until its body has all arrived, so the
+# app never waits on a slow client's upload: a Content-Length body of up to this many
+# bytes waits in the parser's buffer, a bigger or chunked one is read into a Spool.
 BUFFERED_BODY = 1 << 16
+SPOOL_MEMORY = 1 << 20  # a Spool's bytes in memory; past that, in a temporary file
 EMPTY_INPUT = InputStream(lambda size: b"")  # wsgi.input of every bodiless request
 
 
@@ -56,6 +58,45 @@ class Stats:
             self.responses_5xx += 1
         elif status >= 400:
             self.responses_4xx += 1
+
+
+class Spool:
+    """A request body a selector loop reads whole before the app runs, as waitress,
+    meinheld and bjoern do: a slow upload then costs a parked connection, not the
+    worker. The parser's pieces are kept as they are (no copy) up to SPOOL_MEMORY
+    bytes; past that they go to a temporary file, --max-body bytes at most."""
+
+    def __init__(self) -> None:
+        self.parts: deque[bytes] = deque()
+        self.size = 0
+        self.file = None
+
+    def write(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.file is None:
+            if self.size <= SPOOL_MEMORY:
+                self.parts.append(data)
+                return
+            self.file = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close())
+            self.file.writelines(self.parts)
+            self.parts.clear()
+        self.file.write(data)
+
+    def rewind(self) -> None:
+        if self.file is not None:
+            self.file.seek(0)
+
+    def read(self, size: int) -> bytes:
+        """The next piece of the body (whatever its size; InputStream keeps the rest),
+        b"" at its end."""
+        if self.file is not None:
+            return self.file.read(size)
+        return self.parts.popleft() if self.parts else b""
+
+    def close(self) -> None:
+        self.parts.clear()
+        if self.file is not None:
+            self.file.close()
 
 
 class ServerContext:
@@ -123,6 +164,8 @@ class Connection:
         self._body_done = True
         self._body_error: HTTPError | None = None
         self._sent_continue = False
+        self.spool: Spool | None = None  # the pending request's body, read while parked
+        self._spool_error: Exception | None = None  # what was wrong with that body
         # A selector loop lets _send() leave up to `write_behind` bytes a slow reader
         # has not taken yet in `backlog`, to flush when select() says it can, rather
         # than wait in sendall() with every other client of the loop waiting too.
@@ -138,6 +181,8 @@ class Connection:
             self.close()
 
     def close(self) -> None:
+        if self.spool is not None:
+            self.spool.close()
         try:
             self.sock.close()
         except OSError:
@@ -186,14 +231,39 @@ class Connection:
         whose body is still on its way."""
         return self.pending is not None or self.parser.head_begun
 
-    def awaiting_body(self) -> bool:
-        """Is the pending request's body still on its way, and small enough to wait
-        for in the parser's buffer? (A client that sent Expect: 100-continue waits for
-        the app; a bigger or chunked body is read by the app as it comes.)"""
+    def body_ready(self) -> bool:
+        """For a selector loop: can the pending request be served without waiting on
+        its body? A Content-Length body of up to 64 KiB must all be in the parser's
+        buffer; a bigger or chunked one is taken out of it into the spool, and must
+        have ended. Not one after Expect: 100-continue: that client waits for the app
+        to ask for it. A bad body is ready too: it is answered when served."""
         request = self.pending
         length = request.content_length
-        return bool(length) and length <= BUFFERED_BODY and not request.expect_continue \
-            and self.parser.buffered < length
+        if request.expect_continue or not (length or request.chunked):
+            return True
+        if length and length <= BUFFERED_BODY:
+            return self.parser.buffered >= length
+        if self.spool is None:
+            self.spool = Spool()
+        parser = self.parser
+        try:
+            while (event := parser.next_event()) is not NEED_DATA:
+                if type(event) is not http.Data:  # EndOfMessage
+                    self.spool.rewind()
+                    return True
+                self.spool.write(event.data)
+        except (HTTPError, ClientDisconnected) as error:
+            self._spool_error = error
+            return True
+        return False
+
+    def _spooled_input(self) -> InputStream:
+        spool, error = self.spool, self._spool_error
+        self.spool = self._spool_error = None
+        if error is not None:
+            spool.close()
+            raise error  # answered (HTTPError) or the client has gone, as in handle_request
+        return InputStream(spool.read)
 
     def _set_timeout(self, timeout: float | None) -> None:
         if timeout != self._sock_timeout:  # settimeout() is a syscall; skip repeats
@@ -236,7 +306,12 @@ class Connection:
         ctx = self.ctx
         self.requests += 1
         self._request = request
-        if request.chunked or request.content_length:
+        spool = self.spool
+        if spool is not None:  # read whole while the connection was parked
+            wsgi_input = self._spooled_input()
+            self._body_done = True
+            check = None
+        elif request.chunked or request.content_length:
             self._body_done = False
             self._body_error = None
             self._sent_continue = False
@@ -262,6 +337,9 @@ class Connection:
             if logs.access_enabled and status:  # the 500 (or 4xx) is counted there too
                 logs.access(environ, status, resp.bytes_sent, time.perf_counter() - started)
             return False
+        finally:
+            if spool is not None:
+                spool.close()  # its temporary file, if it had one, goes now
         keep_alive = resp.keep_alive and (self._body_done or self._finish_body())
         ctx.stats.count(resp.status_code)
         if logs.access_enabled:

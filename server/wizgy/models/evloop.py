@@ -15,12 +15,13 @@ to run as several processes: `-k evloop` (the default) is the pre-fork master of
 prefork.py with workers running this loop (`-w N`), best behind nginx, with apps that
 do not block for long.
 
-Slow clients: a connection stays parked until its whole head is in and, for a body
-of up to 64 KiB with Content-Length, its whole body too (read_parked), so the app
-never waits on a slow upload. A head must arrive within --timeout of its first byte,
-and a body may pause for at most --timeout between two reads; else the client gets a
-408. Bigger or chunked bodies and bodies after Expect: 100-continue are read by the
-app as they come, each read bounded by --timeout (not the whole body).
+Slow clients: a connection stays parked until its whole head is in, and its whole
+body too (read_parked, Connection.body_ready: up to 64 KiB in the parser's buffer,
+more into a Spool, past 1 MiB a temporary file), so the app never waits on a slow
+upload. A head must arrive within --timeout of its first byte, and a body may pause
+for at most --timeout between two reads; else the client gets a 408. Only a body
+after Expect: 100-continue is read by the app as it comes (that client waits for the
+app to ask for it), each read bounded by --timeout.
 
 Slow readers: what a client has not taken of its responses waits in the connection's
 backlog (up to 256 KiB), the connection waits in epoll for the socket to be writable,

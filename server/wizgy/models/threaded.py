@@ -6,8 +6,8 @@ Flow
                     listener readable    -> accept, park the connection
                     connection readable  -> recv() what is there into its parser; once
                                             a whole head is in (or an error, or EOF),
-                                            and a body of up to 64 KiB with it, hand
-                                            the connection to the pool
+                                            and its whole body (Connection.body_ready),
+                                            hand the connection to the pool
                     parked too long      -> close it (keep-alive over), or 408 if a
                                             request had started
     pool thread   conn.handle_request(), again while pipelined requests are buffered,
@@ -178,7 +178,7 @@ class ThreadedModel(Model):
         request = conn.pending
         if request is None:
             return  # take_head() found no head after all: wait for one
-        if data and request.content_length and conn.awaiting_body():
+        if (request.content_length or request.chunked) and not conn.body_ready() and data:
             # (at EOF, dispatch: the app hears that the body was cut short)
             self.parked[conn] = time.monotonic() + timeout  # between two reads, as nginx
             return
@@ -247,7 +247,7 @@ class ThreadedModel(Model):
                 and parser.head_complete():  # (a backlog: this client is not reading)
             if not conn.take_head():
                 return False
-            if conn.pending is None or conn.awaiting_body():
+            if conn.pending is None or not conn.body_ready():
                 break  # the rest arrives while the connection waits parked
             keep = conn.handle_request()
         return keep
