@@ -158,3 +158,17 @@ def test_django_admin_login(app):
     assert "csrfmiddlewaretoken" in response.text
     css = session.get(f"{url}/static/admin/css/base.css", timeout=10)
     assert css.status_code == 200
+
+
+def test_chunked_upload(app):
+    # A multipart form sent chunked: no Content-Length. Django reads forms only by
+    # CONTENT_LENGTH, so a chunked body is read whole before the app runs, in every
+    # model, and its length told (as waitress does): every framework gets the file.
+    framework, url, session = app
+    data = os.urandom(MIB)
+    body, content_type = requests.models.RequestEncodingMixin._encode_files(
+        {"file": ("lesson.bin", data, "application/octet-stream")}, {})
+    response = session.post(f"{url}/upload", data=in_pieces(body, 100_000),
+                            headers={"Content-Type": content_type}, timeout=30)
+    assert response.status_code == 200, response.text[:300]
+    assert response.json() == {"filename": "lesson.bin", "size": MIB, "sha256": sha256(data)}

@@ -7,11 +7,13 @@ Call flow (a model decides only *who* runs this, and when):
       handle_request()                  # one request and its response
         _read_head()                    # recv() into the parser until a Request
         _respond(request)               # environ + wsgi.input -> wsgi.run_app -> send
-          _read_body(n)                 # wsgi.input pulls body bytes on demand
+          _read_spool()                 # a chunked body: read whole first (a Spool)
+          _read_body(n)                 # else wsgi.input pulls body bytes on demand
         _finish_body()                  # drain what the app left unread, or close
 
 A model that parks idle keep-alive connections elsewhere (the threaded one) calls
-`handle_request()` itself and checks `parser.has_buffered_data` for pipelining.
+`handle_request()` itself and checks `parser.has_buffered_data` for pipelining; it
+also reads each body whole while the connection is parked (`body_ready()`).
 
 Timeouts: a new request's first byte may take `keep_alive` seconds; once it starts,
 the whole head must arrive within `timeout` seconds (else 408); each body read (else
@@ -243,19 +245,35 @@ class Connection:
             return True
         if length and length <= BUFFERED_BODY:
             return self.parser.buffered >= length
+        return self._spool()
+
+    def _spool(self) -> bool:
+        """Take what the parser holds of the body into the spool. True once the body
+        has ended, or turned out bad (then `_spool_error` says how)."""
         if self.spool is None:
             self.spool = Spool()
-        parser = self.parser
+        parser, progress = self.parser, self.ctx.progress
         try:
             while (event := parser.next_event()) is not NEED_DATA:
                 if type(event) is not http.Data:  # EndOfMessage
                     self.spool.rewind()
                     return True
                 self.spool.write(event.data)
+                if progress is not None:
+                    progress()
         except (HTTPError, ClientDisconnected) as error:
             self._spool_error = error
             return True
         return False
+
+    def _read_spool(self) -> None:
+        """The models that read a body as the app asks: a chunked one is read whole now
+        (each read at most --timeout), so that its length can be told (CONTENT_LENGTH)."""
+        try:
+            while not self._spool():
+                self._recv(self.timeout)
+        except TimeoutError:
+            self._spool_error = HTTPError(408, "request body not received in time")
 
     def _spooled_input(self) -> InputStream:
         spool, error = self.spool, self._spool_error
@@ -306,8 +324,10 @@ class Connection:
         ctx = self.ctx
         self.requests += 1
         self._request = request
+        if request.chunked and self.spool is None and not request.expect_continue:
+            self._read_spool()
         spool = self.spool
-        if spool is not None:  # read whole while the connection was parked
+        if spool is not None:  # read whole (while the connection was parked)
             wsgi_input = self._spooled_input()
             self._body_done = True
             check = None
@@ -323,6 +343,8 @@ class Connection:
             wsgi_input = EMPTY_INPUT
             check = None
         environ = build_environ(request, wsgi_input, self.info)
+        if spool is not None and request.chunked:  # its length is known now: Django
+            environ["CONTENT_LENGTH"] = str(spool.size)  # reads forms only by it
         keep_alive = request.keep_alive and ctx.keep_alive and not ctx.stopping
         resp = Response(request, self._send, keep_alive=keep_alive, check=check, ctx=ctx)
         self._response = resp
