@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -160,3 +161,109 @@ def test_chdir_and_pythonpath():
             while chunk := sock.recv(4096):
                 data += chunk
     assert data.startswith(b"HTTP/1.1 200 OK")
+
+
+def test_pid_file_holds_the_main_pid_and_goes_at_exit(tmp_path):
+    pidfile = tmp_path / "wizgy.pid"
+    with run_wizgy("--pid", str(pidfile), "testapp:app") as srv:
+        assert pidfile.read_text() == f"{srv.pid}\n"
+        os.kill(int(pidfile.read_text()), signal.SIGTTIN)  # what operators do with it
+        srv.wait_for_output("Booting worker")
+        assert srv.stop() == 0
+    assert not pidfile.exists()
+
+
+def test_pid_file_of_a_running_server_refuses_a_second(tmp_path):
+    pidfile = tmp_path / "wizgy.pid"
+    pidfile.write_text(f"{os.getpid()}\n")  # this test runner: alive
+    result = wizgy("--pid", str(pidfile), "-b", "127.0.0.1:0", "testapp:app")
+    assert result.returncode == 2
+    assert f"--pid {pidfile}: already running on PID {os.getpid()}" in result.stderr
+    assert pidfile.read_text() == f"{os.getpid()}\n"
+
+
+def test_a_stale_pid_file_is_replaced(tmp_path):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    pidfile = tmp_path / "wizgy.pid"
+    pidfile.write_text(f"{dead.pid}\n")
+    with run_wizgy("--pid", str(pidfile), "testapp:app") as srv:
+        assert pidfile.read_text() == f"{srv.pid}\n"
+
+
+GUNICORN_CONF = '''\
+import multiprocessing
+
+bind = "127.0.0.1:0"
+wsgi_app = "testapp:app"
+workers = 2
+worker_class = "gthread"
+keepalive = 7
+accesslog = "-"
+loglevel = "INFO"
+max_requests = 100
+workerz = 3
+
+def post_fork(server, worker):
+    pass
+'''
+
+
+def test_config_file_takes_gunicorn_names_and_says_what_it_ignores(tmp_path):
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text(GUNICORN_CONF)
+    result = wizgy("-c", str(conf), "--print-config")
+    assert result.returncode == 0, result.stderr
+    shown = dict(line.split(" = ", 1) for line in result.stdout.splitlines())
+    shown = {name.strip(): value for name, value in shown.items()}
+    assert shown["bind"] == "('127.0.0.1:0',)" and shown["app"] == "'testapp:app'"
+    assert (shown["workers"], shown["model"], shown["keep_alive"]) == ("2", "'gthread'", "7.0")
+    assert (shown["access_logfile"], shown["log_level"], shown["max_requests"]) == \
+        ("'-'", "'info'", "100")
+    assert f"{conf}: workerz is not a setting; ignored" in result.stderr
+    assert f"{conf}: post_fork is not a setting; ignored" in result.stderr
+    assert "multiprocessing" not in result.stderr
+
+
+def test_precedence_command_line_cmd_args_env_file(tmp_path):
+    conf = tmp_path / "wizgy.conf.py"
+    conf.write_text("workers = 2\nthreads = 2\nbacklog = 10\ntimeout = 9\n")
+    env = {"WIZGY_CONFIG": str(conf), "WIZGY_THREADS": "3", "WIZGY_BACKLOG": "11",
+           "WIZGY_CMD_ARGS": "--backlog 12 --timeout 8 testapp:app"}
+    settings = config.parse(["--timeout", "7"], env)
+    assert (settings.workers, settings.threads, settings.backlog, settings.timeout) == \
+        (2, 3, 12, 7)
+    assert settings.app == "testapp:app"
+
+
+@pytest.mark.parametrize("text,message", [
+    ("workers = 0\n", ": workers: must be 1 or more"),
+    ("worker_class = 'gevent'\n", ": model: 'gevent' is not one of"),
+    ("workers = (\n", ": SyntaxError:"),
+])
+def test_bad_config_file_is_one_line_and_exit_2(tmp_path, text, message):
+    conf = tmp_path / "bad.conf.py"
+    conf.write_text(text)
+    result = wizgy("-c", str(conf), "testapp:app")
+    assert result.returncode == 2, result
+    assert message in result.stderr and str(conf) in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_unknown_option_in_cmd_args_is_exit_2():
+    result = wizgy("testapp:app", env={"WIZGY_CMD_ARGS": "--wrokers 2"})
+    assert result.returncode == 2
+    assert "WIZGY_CMD_ARGS: unrecognized arguments: --wrokers" in result.stderr
+
+
+def test_server_runs_from_a_config_file_alone(tmp_path):
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text(GUNICORN_CONF)
+    with run_wizgy("-c", str(conf), bind=False) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as sock:
+            sock.sendall(b"GET /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            data = b""
+            while chunk := sock.recv(4096):
+                data += chunk
+        assert data.startswith(b"HTTP/1.1 200 ") and b"\r\n\r\ne\r\nHello, World!\n\r\n" in data
+        assert "Using model: gthread" in srv.output()

@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         listeners = [bind(address, settings.backlog) for address in settings.bind]
         status_listener = bind(settings.status_bind, settings.backlog) \
             if settings.status_bind else None
+        pidfile = write_pidfile(settings.pid) if settings.pid else None
     except ConfigError as error:
         print(f"wizgy: error: {error}", file=sys.stderr)
         return 2
@@ -66,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     code = model_cls(ctx, listeners).run()
     status.stop(ctx)
     remove_socket_files(ours)
+    if pidfile:
+        remove_pidfile(pidfile)
     logs.error.info("Shutting down: %s", "done" if code == 0 else f"exit status {code}")
     return code
 
@@ -97,6 +100,46 @@ def load_app(settings: Settings):
     if not callable(app):
         raise ConfigError(f"{spec} is not callable (it is a {type(app).__name__})")
     return app
+
+
+def write_pidfile(path: str) -> str:
+    """--pid FILE: our PID in FILE, unless it names a process that is still running
+    (a second server started by mistake); a stale one (its process gone) is replaced."""
+    try:
+        with open(path) as f:
+            old = int(f.read().strip() or 0)
+    except FileNotFoundError:
+        old = 0
+    except ValueError:
+        old = 0  # not a PID: ours to replace
+    except OSError as error:
+        raise ConfigError(f"--pid {path}: {error.strerror or error}") from None
+    if old and old != os.getpid():
+        try:
+            os.kill(old, 0)
+        except ProcessLookupError:
+            pass  # stale
+        except PermissionError:
+            raise ConfigError(f"--pid {path}: already running on PID {old}") from None
+        else:
+            raise ConfigError(f"--pid {path}: already running on PID {old} "
+                              "(or the file is stale and the PID reused)")
+    try:
+        with open(path, "w") as f:
+            f.write(f"{os.getpid()}\n")
+    except OSError as error:
+        raise ConfigError(f"--pid {path}: {error.strerror or error}") from None
+    return path
+
+
+def remove_pidfile(path: str) -> None:
+    """Remove the PID file if it still holds our PID (not a newer server's)."""
+    try:
+        with open(path) as f:
+            if int(f.read().strip()) == os.getpid():
+                os.unlink(path)
+    except (OSError, ValueError):
+        pass
 
 
 def unix_socket_files(listeners) -> list[tuple[str, int]]:

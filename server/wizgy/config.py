@@ -5,13 +5,19 @@ line (`wizgy --help`), the environment (`WIZGY_<NAME>`), `--print-config` and th
 README's option table are all generated from it. Flag names follow gunicorn's where
 gunicorn has the option, so operators feel at home.
 
-Precedence: command line, then environment, then default.
+Precedence: the command line, then WIZGY_CMD_ARGS (more command-line options, as
+gunicorn's GUNICORN_CMD_ARGS), then WIZGY_<NAME>, then the --config file (Python, as
+gunicorn.conf.py), then the default.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import runpy
+import shlex
+import sys
+import types
 from dataclasses import dataclass, field, fields
 
 MODELS = ("iterative", "threaded", "evloop", "fork", "prefork", "sync", "gthread")
@@ -126,6 +132,10 @@ class Settings:
     max_children: int = field(default=1024, metadata=option(
         "--max-children", type=positive,
         help="fork model: most children at once; the parent stops accepting at the bound."))
+    pid: str | None = field(default=None, metadata=option(
+        "-p", "--pid", metavar="FILE",
+        help="Write the main process's PID to FILE (removed at exit). Refuses to start if "
+             "FILE names a process still running."))
     max_requests: int = field(default=0, metadata=option(
         "--max-requests", type=non_negative,
         help="prefork: recycle a worker after this many requests (the last response "
@@ -139,6 +149,11 @@ class Settings:
     status_bind: str | None = field(default=None, metadata=option(
         "--status-bind", metavar="HOST:PORT",
         help="Serve /status (JSON) and /metrics on this separate address. Off by default."))
+    config: str | None = field(default=None, metadata=option(
+        "-c", "--config", metavar="FILE",
+        help="A Python file of settings, as gunicorn.conf.py: `workers = 4`, "
+             "`bind = [\"0.0.0.0:8000\"]`. wizgy's names or gunicorn's (worker_class, "
+             "keepalive, accesslog, errorlog, loglevel, pidfile, wsgi_app)."))
     print_config: bool = field(default=False, metadata=option(
         "--print-config", type=boolean, flag_only=True,
         help="Print the resolved settings and exit."))
@@ -186,13 +201,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse(argv: list[str] | None = None, environ=None) -> Settings:
-    """Settings from the command line and the environment. Raises ConfigError."""
+    """Settings from the command line, the environment and a --config file. Raises
+    ConfigError."""
     environ = os.environ if environ is None else environ
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    command_line = vars(parser.parse_args(argv))
+    cmd_args, unknown = parser.parse_known_args(shlex.split(environ.get("WIZGY_CMD_ARGS", "")))
+    if unknown:
+        raise ConfigError(f"WIZGY_CMD_ARGS: unrecognized arguments: {' '.join(unknown)}")
+    cmd_args = vars(cmd_args)
+    path = command_line["config"] or cmd_args["config"] or environ.get("WIZGY_CONFIG")
+    in_file = read_config_file(path) if path else {}
     values = {}
     for f in fields(Settings):
-        raw = getattr(args, f.name)
-        source = "--" + f.name.replace("_", "-")
+        flag = "--" + f.name.replace("_", "-")
+        raw, source = command_line[f.name], flag
+        if raw is None:
+            raw, source = cmd_args[f.name], "WIZGY_CMD_ARGS " + flag
         if raw is None:
             for name in env_names(f):
                 if environ.get(name, "") != "":
@@ -200,10 +225,51 @@ def parse(argv: list[str] | None = None, environ=None) -> Settings:
                     if f.metadata["repeat"]:
                         raw = [part.strip() for part in raw.split(",") if part.strip()]
                     break
+        if raw is None and f.name in in_file:
+            raw, source = in_file[f.name], f"{path}: {f.name}"
         if raw is None:
             continue
         values[f.name] = convert(f, raw, source)
     return Settings(**values)
+
+
+# gunicorn.conf.py names that differ from wizgy's
+GUNICORN_NAMES = {"worker_class": "model", "keepalive": "keep_alive", "accesslog":
+                  "access_logfile", "errorlog": "error_logfile", "loglevel": "log_level",
+                  "pidfile": "pid", "wsgi_app": "app"}
+
+
+def read_config_file(path: str) -> dict:
+    """--config FILE: run it as Python; its module-level names are settings. Like
+    gunicorn, names that are not settings are ignored, but here each is said (a typo
+    or a server hook, which wizgy has none of, should not pass silently)."""
+    try:
+        namespace = runpy.run_path(path)
+    except Exception as error:  # noqa: BLE001 (a config file may raise anything)
+        raise ConfigError(f"--config {path}: {type(error).__name__}: {error}") from None
+    settings = {f.name: f for f in fields(Settings)}
+    out = {}
+    for key, value in namespace.items():
+        if key.startswith("_") or isinstance(value, types.ModuleType):
+            continue  # __file__ and the like, and `import multiprocessing`
+        name = GUNICORN_NAMES.get(key, key)
+        f = settings.get(name)
+        if f is None or name in ("config", "print_config"):
+            print(f"wizgy: warning: {path}: {key} is not a setting; ignored", file=sys.stderr)
+            continue
+        if f.metadata["repeat"]:  # bind = "a:1" or bind = ["a:1", "b:2"]
+            items = value if isinstance(value, (list, tuple)) else [value]
+            out[name] = [as_text(item) for item in items]
+        else:
+            out[name] = as_text(value)
+    return out
+
+
+def as_text(value) -> str:
+    """A config file's Python value as the text a flag would give."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def convert(f, raw, source: str):
