@@ -152,6 +152,31 @@ def test_a_request_the_app_fails_is_in_the_access_log(tmp_path, model):
         == [True, True], lines
 
 
+def test_access_log_in_gunicorn_atoms(tmp_path):
+    log = tmp_path / "access.log"
+    fmt = '%(h)s %(u)s "%(r)s" %(s)s %(b)s %(m)s %(U)s %(q)s %({x-request-id}i)s %(p)s %(D)s'
+    with run_wizgy("--access-logfile", str(log), "--access-logformat", fmt,
+                   "testapp:app") as srv:
+        with socket.create_connection(("127.0.0.1", srv.port)) as sock:
+            sock.sendall(b"GET /hello?x=1 HTTP/1.1\r\nHost: t\r\nX-Request-Id: r-42\r\n"
+                         b"Authorization: Basic YW5uOnNlY3JldA==\r\n"  # ann:secret
+                         b"Connection: close\r\n\r\n")
+            while sock.recv(4096):
+                pass
+    line = log.read_text().strip()
+    head, pid, micros = line.rsplit(" ", 2)
+    assert head == '127.0.0.1 ann "GET /hello?x=1 HTTP/1.1" 200 14 GET /hello x=1 r-42'
+    assert pid.startswith("<") and micros.isdigit() and "secret" not in line
+
+
+@pytest.mark.parametrize("fmt", ["%(h)d", "%(h)s %"])
+def test_bad_access_log_format_is_one_line_and_exit_2(fmt):
+    result = wizgy("--access-logformat", fmt, "testapp:app")
+    assert result.returncode == 2
+    assert result.stderr.startswith("wizgy: error: --access-logformat: ")
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
 def test_chdir_and_pythonpath():
     with run_wizgy("--chdir", str(APPS), "--pythonpath", str(TEST_APPS), "testapp:app",
                    env={"PYTHONPATH": str(SERVER)}) as srv:

@@ -31,10 +31,13 @@ def main(argv: list[str] | None = None) -> int:
             print(config.describe(settings))
             return 0
         try:
-            logs = Logs(settings.error_logfile, settings.access_logfile, settings.log_level)
+            logs = Logs(settings.error_logfile, settings.access_logfile, settings.log_level,
+                        settings.access_logformat)
         except OSError as error:
             raise ConfigError(f"cannot open log file {error.filename}: "
                               f"{error.strerror or error}") from None
+        except ValueError as error:
+            raise ConfigError(f"--access-logformat: {error}") from None
         if settings.lesson and settings.worker_model != "fork":
             raise ConfigError(f"--lesson {settings.lesson} needs the fork model (-k fork), "
                               f"not -k {settings.model}")

@@ -114,6 +114,11 @@ class Settings:
     access_logfile: str | None = field(default=None, metadata=option(
         "--access-logfile", metavar="FILE",
         help="Access log in Combined Log Format; - is stdout. Off by default."))
+    access_logformat: str | None = field(default=None, metadata=option(
+        "--access-logformat", metavar="FORMAT",
+        help="Access log line in gunicorn's atoms, e.g. '%%(h)s \"%%(r)s\" %%(s)s %%(D)s' "
+             "(h r m U q H s b B f a t T M D L p u l, %%({header}i)s, %%({variable}e)s). "
+             "Default: Combined Log Format and the microseconds taken."))
     error_logfile: str = field(default="-", metadata=option(
         "--error-logfile", metavar="FILE", help="Error log; - is stderr."))
     log_level: str = field(default="info", metadata=option(
@@ -235,7 +240,7 @@ def parse(argv: list[str] | None = None, environ=None) -> Settings:
 
 # gunicorn.conf.py names that differ from wizgy's
 GUNICORN_NAMES = {"worker_class": "model", "keepalive": "keep_alive", "accesslog":
-                  "access_logfile", "errorlog": "error_logfile", "loglevel": "log_level",
+                  "access_logfile", "access_log_format": "access_logformat", "errorlog": "error_logfile", "loglevel": "log_level",
                   "pidfile": "pid", "wsgi_app": "app"}
 
 
@@ -303,7 +308,8 @@ def markdown_table() -> str:
         flags = ", ".join(f"`{flag}`" for flag in meta["flags"]) or f"`{meta['metavar']}`"
         envs = ", ".join(f"`{name}`" for name in env_names(f))
         default = f.default if not isinstance(f.default, tuple) else ",".join(f.default)
-        rows.append(f"| {flags} | {envs} | `{default}` | {meta['help']} |")
+        text = meta["help"].replace("%%", "%")  # (argparse's escape)
+        rows.append(f"| {flags} | {envs} | `{default}` | {text} |")
     return "\n".join(rows)
 
 
