@@ -72,9 +72,12 @@ def test_log_level_is_case_insensitive():
 
 
 def test_prefork_settings_on_a_one_process_model_are_said_to_be_ignored():
-    with run_wizgy("-k", "threaded", "-w", "3", "testapp:app") as srv:
-        srv.wait_for_output(r"-k threaded is one process: --workers 3 and --max-requests 0 "
+    with run_wizgy("-k", "threaded", "-w", "3", "--reload", "testapp:app") as srv:
+        srv.wait_for_output(r"-k threaded is one process: --workers 3 and --reload "
                             r"are for the prefork models, and ignored")
+    with run_wizgy("-k", "iterative", "--max-requests", "9", "testapp:app") as srv:
+        srv.wait_for_output(r"-k iterative is one process: --max-requests 9 "
+                            r"is for the prefork models, and ignored")
     with run_wizgy("-k", "prefork", "-w", "2", "--max-requests", "5", "testapp:app") as srv:
         srv.wait_for_output(r"Booting worker")
     assert "is one process" not in srv.final_output

@@ -129,6 +129,25 @@ def test_hup_reloads_the_app_and_loses_no_request(tmp_path):
         assert "Handling signal: hup" in srv.output()
 
 
+@pytest.mark.parametrize("model", ["evloop", "prefork"])
+def test_reload_picks_up_an_edited_module(tmp_path, model):
+    # --reload: the master sees the .py file change and reloads as on HUP; a module
+    # the app imports only in the workers (as Django its views) counts too.
+    write_app(tmp_path, "one")
+    (tmp_path / "venv").mkdir()  # a virtualenv under the app is not watched
+    (tmp_path / "venv" / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    (tmp_path / "venv" / "lib.py").write_text("")
+    with run_wizgy("-k", model, "-w", "1", "--reload", "reloadapp:app", cwd=tmp_path) as srv:
+        srv.wait_for_output(r"Reloading when any of 1 .py files under ")
+        assert get(srv.port, b"/") == (200, b"one")
+        (tmp_path / "venv" / "lib.py").write_text("x = 1\n")
+        write_app(tmp_path, "second")
+        srv.wait_for_output(r"Code changed: .*reloadapp\.py")
+        wait_for(lambda: get(srv.port, b"/") == (200, b"second"), timeout=10,
+                 what="the new code to answer")
+        assert "lib.py" not in srv.output()
+
+
 def test_workers_that_keep_failing_to_boot_stop_the_master(tmp_path):
     write_app(tmp_path, "one")
     with run_wizgy("-k", "prefork", "-w", "2", "reloadapp:app", cwd=tmp_path) as srv:

@@ -61,10 +61,14 @@ def main(argv: list[str] | None = None) -> int:
         logs.error.info("Listening at: %s (%s)", url_of(listener), os.getpid())
     logs.error.info("Using model: %s%s", settings.model,
                     f" (lesson: {settings.lesson})" if settings.lesson else "")
-    if settings.worker_model != "prefork" and (settings.workers > 1 or settings.max_requests):
-        logs.error.info("-k %s is one process: --workers %d and --max-requests %d are for "
-                        "the prefork models, and ignored", settings.model,
-                        settings.workers, settings.max_requests)
+    ignored = [flag for flag, given in (
+        (f"--workers {settings.workers}", settings.workers > 1),
+        (f"--max-requests {settings.max_requests}", settings.max_requests),
+        ("--reload", settings.reload)) if given]
+    if settings.worker_model != "prefork" and ignored:
+        logs.error.info("-k %s is one process: %s %s for the prefork models, and ignored",
+                        settings.model, " and ".join(ignored),
+                        "are" if len(ignored) > 1 else "is")
     status.start(ctx, status_listener, listeners)  # sets ctx.status_pid and ctx.event
     ours = unix_socket_files([*listeners, status_listener])
     code = model_cls(ctx, listeners).run()

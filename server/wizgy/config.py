@@ -141,6 +141,10 @@ class Settings:
         "-p", "--pid", metavar="FILE",
         help="Write the main process's PID to FILE (removed at exit). Refuses to start if "
              "FILE names a process still running."))
+    reload: bool = field(default=False, metadata=option(
+        "--reload", type=boolean, flag_only=True,
+        help="Development: when a .py file under the working directory (after --chdir) "
+             "or --pythonpath changes, reload the app as HUP does. prefork models."))
     max_requests: int = field(default=0, metadata=option(
         "--max-requests", type=non_negative,
         help="prefork: recycle a worker after this many requests (the last response "

@@ -17,6 +17,9 @@ Flow
              except while a request has been inside the app too long; it also recycles
              the worker after --max-requests and ends it when the master is gone.
 
+--reload (development): the master also polls the app's .py files each second and
+reloads as on HUP when one changes (reloader.py).
+
 Signals (gunicorn's): TERM graceful stop, INT/QUIT fast stop, HUP reload (new workers
 import the app afresh; the old ones finish what they have, then stop), TTIN/TTOU one
 worker more/less, USR1 reopen log files. Handlers append to a deque; the loop acts.
@@ -38,6 +41,7 @@ import time
 from ..connection import Stats
 from .base import Model
 from .evloop import EventLoopModel
+from .reloader import CodeWatcher
 from .iterative import IterativeModel
 from .threaded import ThreadedModel
 from .watchdog import Watchdog, import_app
@@ -83,6 +87,12 @@ class PreforkModel(Model):
         self.boot_failures = 0
         self.exit_code = 0
         self.event = getattr(self.ctx, "event", lambda what, **fields: None)
+        settings = self.ctx.settings
+        self.watcher = CodeWatcher([os.getcwd(), *filter(None, (settings.pythonpath or "")
+                                                          .split(","))]) if settings.reload else None
+        if self.watcher:
+            self.log.info("Reloading when any of %d .py files under %s changes",
+                          len(self.watcher.mtimes), ", ".join(self.watcher.roots))
         self.install_signals()
         try:
             while self.stop is None:
@@ -91,6 +101,10 @@ class PreforkModel(Model):
                 self.handle_signals()
                 self.reap_workers()
                 self.kill_stuck_workers()
+                if self.watcher and (changed := self.watcher.changed()):
+                    self.log.info("Code changed: %s", ", ".join(changed[:5]) +
+                                  (f" and {len(changed) - 5} more" if len(changed) > 5 else ""))
+                    self.handle_hup()
             self.stop_workers()
         finally:
             self.kill_all(signal.SIGKILL)
