@@ -41,8 +41,8 @@ import time
 from ..connection import Stats
 from .base import Model
 from .evloop import EventLoopModel
-from .reloader import CodeWatcher
 from .iterative import IterativeModel
+from .reloader import CodeWatcher
 from .threaded import ThreadedModel
 from .watchdog import Watchdog, import_app
 
