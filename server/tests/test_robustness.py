@@ -11,10 +11,19 @@ import resource
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from conftest import AVAILABLE_MODELS, connect, read_response, read_until_close, run_wizgy
+from conftest import (
+    AVAILABLE_MODELS,
+    children_of,
+    connect,
+    read_response,
+    read_until_close,
+    run_wizgy,
+    wait_for,
+)
 
 GET = b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n"
 
@@ -24,6 +33,17 @@ GET = b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n"
 SELECTOR_MODELS = [m for m in ("threaded", "evloop") if m in AVAILABLE_MODELS]
 if "prefork" in AVAILABLE_MODELS:
     SELECTOR_MODELS.append("gthread")  # pre-fork with threaded workers
+
+
+def others_are_served(port: int, count: int = 5, pause: float = 0.0) -> None:
+    """Meanwhile, ordinary clients get their answer within a second each."""
+    for _ in range(count):
+        started = time.monotonic()
+        with connect(port, timeout=3) as other:
+            other.sendall(GET)
+            assert read_response(other)[0] == 200
+        assert time.monotonic() - started < 1.0
+        time.sleep(pause)
 
 
 def latencies(port: int, count: int) -> list[float]:
@@ -131,13 +151,7 @@ def test_slow_upload_waits_parked_and_is_served_whole(model, upload):
             uploader = threading.Thread(target=dribble, args=(slow, pieces, 0.3))
             uploader.start()
             try:
-                for _ in range(5):  # while the upload goes on (3.6 s in all)
-                    started = time.monotonic()
-                    with connect(srv.port, timeout=3) as other:
-                        other.sendall(GET)
-                        assert read_response(other)[0] == 200
-                    assert time.monotonic() - started < 1.0
-                    time.sleep(0.5)
+                others_are_served(srv.port, pause=0.5)  # while the upload goes on (3.6 s)
             finally:
                 uploader.join(10)
             status, _, answer = read_response(slow, timeout=5)
@@ -433,12 +447,7 @@ def test_client_that_does_not_read_its_responses_stalls_nobody(close_last):
             last = one.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n") if close_last else one
             hog.sendall(one * (count - 1) + last)  # 4.5 KB: the server takes it all in
             time.sleep(0.5)
-            for _ in range(5):
-                started = time.monotonic()
-                with connect(srv.port, timeout=3) as other:
-                    other.sendall(GET)
-                    assert read_response(other)[0] == 200
-                assert time.monotonic() - started < 1.0
+            others_are_served(srv.port)
             for i in range(count):
                 status, headers, body = read_response(hog, timeout=5)
                 assert (status, len(body)) == (200, size), i
@@ -461,6 +470,60 @@ def test_client_that_never_reads_is_closed_after_timeout():
             received = read_until_close(hog)
         assert 60_000 * 40 < len(received) < 60_000 * 90
         assert b"408" not in received and b"x" * 60_000 in received
+        with connect(srv.port) as sock:
+            sock.sendall(GET)
+            assert read_response(sock)[0] == 200
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+BIG_STREAM = b"GET /big-stream?pieces=300&size=65536 HTTP/1.1\r\nHost: t\r\n\r\n"  # 19.7 MB
+
+
+def test_a_slow_reader_of_a_big_stream_stalls_nobody_and_gets_it_all(tmp_path):
+    # Past 256 KiB of backlog the app's iterable is paused, and pulled from again as
+    # the client reads: the one worker serves others meanwhile, does not hold the
+    # stream in memory, and the client gets every byte; then its connection goes on.
+    closes = tmp_path / "closes"
+    with run_wizgy("-k", "evloop", "-w", "1", "--timeout", "5", "testapp:app",
+                   env={"TESTAPP_CLOSE_LOG": str(closes)}) as srv:
+        (worker,) = wait_for(lambda: children_of(srv.pid), what="the worker")
+        with connect(srv.port, timeout=10) as slow:
+            slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 17)
+            with connect(srv.port) as warm:  # the worker's memory after a first request
+                warm.sendall(GET)
+                read_response(warm)
+            before = rss_kib(worker)
+            slow.sendall(BIG_STREAM)
+            time.sleep(0.5)
+            others_are_served(srv.port)
+            grown = rss_kib(worker) - before
+            assert grown < 8 * 1024, f"the worker grew by {grown} KiB holding the stream"
+            assert not closes.exists()  # paused, not finished
+            status, headers, body = read_response(slow, timeout=10)
+            assert (status, headers["transfer-encoding"], len(body)) == (200, "chunked", 300 << 16)
+            assert body[:65536] == b"A" * 65536 and body[-65536:] == b"N" * 65536
+            slow.sendall(GET)
+            assert read_response(slow)[2] == b"Hello, World!\n"
+        assert closes.read_text() == "big-stream\n"
+
+
+def test_a_slow_reader_that_leaves_mid_stream_gets_the_app_closed(tmp_path):
+    closes = tmp_path / "closes"
+    with run_wizgy("-k", "evloop", "-w", "1", "--timeout", "5", "testapp:app",
+                   env={"TESTAPP_CLOSE_LOG": str(closes)}) as srv:
+        with connect(srv.port, timeout=10) as slow:
+            slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 17)
+            slow.sendall(BIG_STREAM)
+            slow.recv(65536)
+            time.sleep(0.3)
+        wait_for(lambda: closes.exists() and closes.read_text() == "big-stream\n", timeout=5,
+                 what="the app's close()")
         with connect(srv.port) as sock:
             sock.sendall(GET)
             assert read_response(sock)[0] == 200

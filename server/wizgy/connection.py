@@ -32,7 +32,7 @@ from collections.abc import Callable
 from . import http
 from .http import NEED_DATA, ClientDisconnected, HTTPError, Request, RequestParser
 from .wsgi import AppError, InputStream, Response, ServerInfo, build_environ, error_response, \
-    run_app
+    resume, run_app
 
 DRAIN_LIMIT = 1 << 16  # unread body bytes we read and discard to keep a connection
 # A selector loop holds a request back, parked, until its body has all arrived, so the
@@ -168,11 +168,14 @@ class Connection:
         self._sent_continue = False
         self.spool: Spool | None = None  # the pending request's body, read while parked
         self._spool_error: Exception | None = None  # what was wrong with that body
-        # A selector loop lets _send() leave up to `write_behind` bytes a slow reader
-        # has not taken yet in `backlog`, to flush when select() says it can, rather
-        # than wait in sendall() with every other client of the loop waiting too.
+        # evloop lets _send() leave what a slow reader has not taken yet in `backlog`,
+        # to send when epoll says it can, rather than wait in sendall() with every
+        # other client of the loop waiting too; past `write_behind` bytes, the app's
+        # iterable is paused (`paused`: the wsgi.Paused and the request's state) until
+        # the client catches up.
         self.write_behind = 0
-        self.backlog = b""
+        self.backlog: bytes | bytearray = b""
+        self.paused: tuple | None = None
 
     # the loop ------------------------------------------------------------------------
     def serve(self) -> None:
@@ -185,6 +188,15 @@ class Connection:
     def close(self) -> None:
         if self.spool is not None:
             self.spool.close()
+        if self.paused is not None:  # the client left (or was closed) mid-response
+            paused, spool = self.paused[0], self.paused[-1]
+            self.paused = None
+            if spool is not None:
+                spool.close()
+            try:
+                paused.close()  # PEP 3333: the app's close() is owed all the same
+            except Exception:  # noqa: BLE001 (the app's own error, logged)
+                self.ctx.logs.error.exception("app's close() raised")
         try:
             self.sock.close()
         except OSError:
@@ -201,7 +213,8 @@ class Connection:
             else:
                 self.pending = None
             keep = self._respond(request)
-            self._response = None  # done: refuse() answers a bad next request again
+            if self.paused is None:
+                self._response = None  # done: refuse() answers a bad next request again
             return keep
         except HTTPError as error:
             self.refuse(error)
@@ -348,25 +361,52 @@ class Connection:
         keep_alive = request.keep_alive and ctx.keep_alive and not ctx.stopping
         resp = Response(request, self._send, keep_alive=keep_alive, check=check, ctx=ctx)
         self._response = resp
+        started = time.perf_counter() if ctx.logs.access_enabled else 0.0
+        return self._run(None, request, environ, resp, started, spool)
+
+    def resume(self) -> bool:
+        """evloop: the client has taken the backlog; go on with the paused response."""
+        paused, *state = self.paused
+        self.paused = None
+        keep = self._run(paused, *state)
+        if self.paused is None:
+            self._response = None
+        return keep
+
+    def _run(self, paused, request: Request, environ: dict, resp: Response, started: float,
+             spool: Spool | None) -> bool:
+        """run_app(), or resume() a paused response; then what follows a response."""
+        ctx = self.ctx
         logs = ctx.logs
-        started = time.perf_counter() if logs.access_enabled else 0.0
+        behind = self._behind if self.write_behind else None
         try:
-            run_app(ctx.app, environ, resp, self._sendfile)
+            if paused is None:
+                paused = run_app(ctx.app, environ, resp, self._sendfile, behind)
+            else:
+                paused = resume(paused, resp, behind)
         except (ConnectionError, TimeoutError):
-            return False  # the client left while we were answering
+            keep = False  # the client left while we were answering
         except Exception as error:
             status = self._app_failed(request, resp, error)
             if logs.access_enabled and status:  # the 500 (or 4xx) is counted there too
                 logs.access(environ, status, resp.bytes_sent, time.perf_counter() - started)
-            return False
-        finally:
-            if spool is not None:
-                spool.close()  # its temporary file, if it had one, goes now
-        keep_alive = resp.keep_alive and (self._body_done or self._finish_body())
-        ctx.stats.count(resp.status_code)
-        if logs.access_enabled:
-            logs.access(environ, resp.status_code, resp.bytes_sent, time.perf_counter() - started)
-        return keep_alive and not ctx.stopping
+            keep = False
+        else:
+            if paused is not None:  # the client is behind: go on when it catches up
+                self.paused = (paused, request, environ, resp, started, spool)
+                return True
+            keep = resp.keep_alive and (self._body_done or self._finish_body())
+            ctx.stats.count(resp.status_code)
+            if logs.access_enabled:
+                logs.access(environ, resp.status_code, resp.bytes_sent,
+                            time.perf_counter() - started)
+            keep = keep and not ctx.stopping
+        if spool is not None:
+            spool.close()  # its temporary file, if it had one, goes now
+        return keep
+
+    def _behind(self) -> bool:
+        return len(self.backlog) > self.write_behind
 
     def _app_failed(self, request: Request, resp: Response, error: Exception) -> int:
         """Log what went wrong and answer it if nothing was sent yet. Returns the status
@@ -489,21 +529,19 @@ class Connection:
 
     def _send(self, data: bytes) -> None:
         if self._sock_timeout == 0.0:  # non-blocking: most responses go out in one send()
-            if self.backlog:  # the client is behind already: queue this too, if it fits
-                if len(self.backlog) + len(data) <= self.write_behind:
-                    self.backlog += data
-                    return
-                self.flush()
+            if self.backlog:  # the client is behind already (evloop): queue this too;
+                self.backlog += data  # _behind() pauses the app's iterable past the limit
+                return
             try:
                 sent = self.sock.send(data)
             except BlockingIOError:
                 sent = 0
             if sent == len(data):
                 return
-            if len(data) - sent <= self.write_behind:
-                self.backlog = bytes(data[sent:])  # the loop sends it when the client reads
+            if self.write_behind:  # evloop: the loop sends it when the client reads
+                self.backlog = bytearray(data[sent:])
                 return
-            data = memoryview(data)[sent:]  # too much to keep: wait for the client
+            data = memoryview(data)[sent:]  # wait for the client
         if self._sock_timeout != self.timeout:
             self._set_timeout(self.timeout)
         self.sock.sendall(data)
@@ -512,7 +550,7 @@ class Connection:
         """Send the backlog, waiting for the client (each send() at most --timeout)."""
         self._set_timeout(self.timeout)
         backlog, self.backlog = self.backlog, b""
-        self.sock.sendall(backlog)
+        self.sock.sendall(backlog)  # (a bytearray: no copy)
 
     def send_backlog(self) -> bool:
         """For a selector loop, once the socket is writable: send what it takes of the
@@ -521,7 +559,7 @@ class Connection:
             sent = self.sock.send(self.backlog)
         except BlockingIOError:
             return False
-        self.backlog = self.backlog[sent:]
+        del self.backlog[:sent]
         return not self.backlog
 
     def _sendfile(self, file, offset: int, count: int) -> int:

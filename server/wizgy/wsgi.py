@@ -502,30 +502,84 @@ def error_response(status: int, message: str, *, keep_alive: bool = False) -> by
     return head.encode("latin-1") + body
 
 
-def run_app(app, environ: dict, resp: Response, sendfile=None) -> None:
+def run_app(app, environ: dict, resp: Response, sendfile=None, behind=None) -> Paused | None:
     """Call the application and send its response; the iterable is always closed.
 
     Raises whatever the app raised (or HTTPError from a bad body) so that the caller
     can answer 500/4xx if nothing was sent yet, or close the connection otherwise.
+
+    `behind` (evloop): called after each piece of a many-piece body; True means the
+    client is behind, so stop pulling from the app for now: run_app returns a Paused
+    (the iterable not closed) for resume() to go on with once the client has caught
+    up. A slow reader then costs the worker nothing, and the server's memory at most
+    what `behind` allows and one piece more.
     """
     result: Iterable[bytes] = app(environ, resp.start_response)
+    paused = None
     try:
         if sendfile is not None and type(result) is FileWrapper and _send_file(result, resp,
                                                                                 sendfile):
-            return
+            return None
         if type(result) in (list, tuple) and len(result) == 1:
             resp.send_single(result[0])
         else:
-            for data in result:
-                if data:
-                    resp.write(data)
+            paused = _send_pieces(result, iter(result), resp, behind)
+            return paused
         if resp.status is None:
             raise AppError("the application returned without calling start_response()")
         resp.finish()
+        return None
     finally:
-        close = getattr(result, "close", None)
-        if close is not None:
-            close()
+        if paused is None:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+
+
+class Paused:
+    """A response the client is behind on: the app's iterable and where it was."""
+
+    __slots__ = ("iterator", "result")
+
+    def __init__(self, result, iterator) -> None:
+        self.result, self.iterator = result, iterator
+
+    def close(self) -> None:
+        """The client is gone before the rest: the app's close() is still owed."""
+        _close(self.result)
+
+
+def resume(paused: Paused, resp: Response, behind) -> Paused | None:
+    """Go on with a paused response, as run_app would have; None once it is all sent."""
+    again = None
+    try:
+        again = _send_pieces(paused.result, paused.iterator, resp, behind)
+        return again
+    finally:
+        if again is None:
+            _close(paused.result)
+
+
+def _send_pieces(result, iterator, resp: Response, behind) -> Paused | None:
+    for data in iterator:
+        if data:
+            resp.write(data)
+            if behind is not None and behind():
+                return Paused(result, iterator)
+    _end(resp)
+    return None
+
+
+def _end(resp: Response) -> None:
+    if resp.status is None:
+        raise AppError("the application returned without calling start_response()")
+    resp.finish()
+
+
+def _close(result) -> None:
+    close = getattr(result, "close", None)
+    if close is not None:
+        close()
 
 
 def _send_file(wrapper: FileWrapper, resp: Response, sendfile) -> bool:
@@ -549,6 +603,6 @@ def _send_file(wrapper: FileWrapper, resp: Response, sendfile) -> bool:
 
 
 __all__ = [
-    "AppError", "FileWrapper", "HTTPError", "InputStream", "Response", "ServerInfo",
-    "build_environ", "error_response", "http_date", "run_app",
+    "AppError", "FileWrapper", "HTTPError", "InputStream", "Paused", "Response", "ServerInfo",
+    "build_environ", "error_response", "http_date", "resume", "run_app",
 ]

@@ -72,6 +72,10 @@ def raw_app(environ, start_response):
         n = int(query.get("n", "3"))
         start_response("200 OK", text)
         return Body([f"chunk {i}\n".encode() for i in range(n)], "stream")
+    if path == "/big-stream":  # many pieces, each made as it is asked for
+        pieces, size = int(query.get("pieces", "100")), int(query.get("size", "65536"))
+        start_response("200 OK", text)
+        return Body((bytes([65 + i % 26]) * size for i in range(pieces)), "big-stream")
     if path.startswith("/environ"):
         keys = {k: v for k, v in environ.items() if isinstance(v, (str, bool, int, tuple))}
         start_response("200 OK", [("Content-Type", "application/json")])

@@ -24,11 +24,14 @@ after Expect: 100-continue is read by the app as it comes (that client waits for
 app to ask for it), each read bounded by --timeout.
 
 Slow readers: what a client has not taken of its responses waits in the connection's
-backlog (up to 256 KiB), the connection waits in epoll for the socket to be writable,
-and its next (pipelined) request is served only once the backlog is sent. The client
-must take some of it every --timeout, or it is closed. A response bigger than that is
-sent with blocking writes, each bounded by --timeout: put nginx in front, which
-buffers both directions.
+backlog, and the connection waits in epoll for the socket to be writable. Past 256 KiB
+the app's iterable is paused (wsgi.Paused) and pulled from again once the backlog is
+sent, so a 100 MB streamed download to a slow client costs this worker nothing and
+the server at most 256 KiB and one piece more. Its next (pipelined) request is served
+only once its response is all sent. The client must take some every --timeout, or it
+is closed (and the app's close() called). A file sent with sendfile() (a
+wsgi.file_wrapper over a regular file) is still written with blocking sends, each
+bounded by --timeout: behind nginx, which buffers responses, that is moot.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ import time
 from ..connection import Connection
 from .threaded import ThreadedModel
 
-WRITE_BEHIND = 1 << 18  # response bytes a connection may hold for a client slow to read
+WRITE_BEHIND = 1 << 18  # backlog past which a slow reader's response is paused
 
 
 class Epoll:
@@ -101,7 +104,9 @@ class EventLoopModel(ThreadedModel):
         self.read_parked(conn)
 
     def dispatch(self, conn: Connection) -> None:
-        keep = self.serve(conn)  # inline: this thread is the whole worker
+        keep = True if conn.paused is None else conn.resume()  # (a response to go on with)
+        if keep and conn.paused is None:
+            keep = self.serve(conn)  # inline: this thread is the whole worker
         if conn.backlog:  # the client is slow to take its responses: wait till it does
             if not keep:
                 self.closing.add(conn)
@@ -131,9 +136,9 @@ class EventLoopModel(ThreadedModel):
             return
         if not done:  # it took some: --timeout again for the next of it
             self.parked[conn] = time.monotonic() + (self.ctx.settings.timeout or 3600.0)
-        elif conn in self.closing or self.stop is not None:
+        elif conn.paused is None and (conn in self.closing or self.stop is not None):
             self.unpark(conn).close()
-        else:  # back to reading; requests it pipelined meanwhile are served now
+        else:  # the rest of a paused response, then the requests it pipelined meanwhile
             self.selector.modify(conn.sock, selectors.EVENT_READ, conn)
             self.dispatch(conn)
 
