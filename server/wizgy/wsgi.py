@@ -17,7 +17,7 @@ import os
 import re
 import stat
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from urllib.parse import unquote_to_bytes
 
 from .http import REASONS, HTTPError, Request
@@ -517,9 +517,13 @@ def run_app(app, environ: dict, resp: Response, sendfile=None, behind=None) -> P
     result: Iterable[bytes] = app(environ, resp.start_response)
     paused = None
     try:
-        if sendfile is not None and type(result) is FileWrapper and _send_file(result, resp,
-                                                                                sendfile):
-            return None
+        if sendfile is not None and type(result) is FileWrapper:
+            sent, rest = _send_file(result, resp, sendfile)
+            if rest is not None:  # what sendfile() did not send, read and sent in pieces
+                paused = _send_pieces(result, rest, resp, behind)
+                return paused
+            if sent:
+                return None
         if type(result) in (list, tuple) and len(result) == 1:
             resp.send_single(result[0])
         else:
@@ -582,10 +586,13 @@ def _close(result) -> None:
         close()
 
 
-def _send_file(wrapper: FileWrapper, resp: Response, sendfile) -> bool:
+def _send_file(wrapper: FileWrapper, resp: Response, sendfile) -> tuple[bool, Iterator | None]:
+    """Send a regular file with sendfile(): (False, None) when it is not one. sendfile()
+    may send less than all (evloop's sends what the socket takes now, without waiting;
+    a file may shrink): the rest is then read, as pieces for run_app to send."""
     found = wrapper.regular_file()
     if found is None or resp.status is None or resp.headers_sent:
-        return False
+        return False, None
     offset, count = found
     if resp.content_length is not None:
         count = min(count, resp.content_length)
@@ -594,12 +601,21 @@ def _send_file(wrapper: FileWrapper, resp: Response, sendfile) -> bool:
     if resp.body_allowed and not resp.chunked:
         sent = sendfile(wrapper.filelike, offset, count)
         resp.bytes_sent = sent
+        if sent < count:
+            wrapper.filelike.seek(offset + sent)
+            return True, _read_pieces(wrapper.filelike, count - sent, wrapper.blksize)
         resp.finish()
-        return True
+        return True, None
     if resp.chunked:  # unreachable: a known count always gives Content-Length
         raise AppError("sendfile with chunked framing")
     resp.finish()
-    return True
+    return True, None
+
+
+def _read_pieces(file, left: int, size: int) -> Iterator[bytes]:
+    while left > 0 and (data := file.read(min(size, left))):
+        left -= len(data)
+        yield data
 
 
 __all__ = [

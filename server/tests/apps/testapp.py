@@ -99,6 +99,9 @@ def raw_app(environ, start_response):
     if path == "/file":
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
         return environ["wsgi.file_wrapper"](open(__file__, "rb"), 4096)
+    if path == "/big-file":  # TESTAPP_BIG_FILE through wsgi.file_wrapper
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return environ["wsgi.file_wrapper"](open(os.environ["TESTAPP_BIG_FILE"], "rb"))
     if path == "/length":
         body = b"x" * int(query.get("n", "10"))
         start_response("200 OK", [*text, ("Content-Length", str(len(body)))])

@@ -29,9 +29,9 @@ the app's iterable is paused (wsgi.Paused) and pulled from again once the backlo
 sent, so a 100 MB streamed download to a slow client costs this worker nothing and
 the server at most 256 KiB and one piece more. Its next (pipelined) request is served
 only once its response is all sent. The client must take some every --timeout, or it
-is closed (and the app's close() called). A file sent with sendfile() (a
-wsgi.file_wrapper over a regular file) is still written with blocking sends, each
-bounded by --timeout: behind nginx, which buffers responses, that is moot.
+is closed (and the app's close() called). A file (wsgi.file_wrapper over a regular
+file) goes out with os.sendfile() as far as the socket takes it, then as pieces read
+from the file, paused the same way.
 """
 
 from __future__ import annotations
