@@ -148,6 +148,23 @@ def test_reload_picks_up_an_edited_module(tmp_path, model):
         assert "lib.py" not in srv.output()
 
 
+def test_hup_reads_a_helper_module_the_app_imports_afresh(tmp_path):
+    # The master imported the app, and with it its helper, at startup; a reload must
+    # not hand the new workers that old helper from sys.modules.
+    (tmp_path / "helperapp.py").write_text(
+        "import reloadhelper\n"
+        "def app(environ, start_response):\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [reloadhelper.VERSION.encode()]\n")
+    (tmp_path / "reloadhelper.py").write_text("VERSION = 'one'\n")
+    with run_wizgy("-w", "1", "helperapp:app", cwd=tmp_path) as srv:
+        assert get(srv.port, b"/") == (200, b"one")
+        (tmp_path / "reloadhelper.py").write_text("VERSION = 'second'\n")
+        os.kill(srv.pid, signal.SIGHUP)
+        wait_for(lambda: get(srv.port, b"/") == (200, b"second"), timeout=10,
+                 what="the helper's new code to answer")
+
+
 def test_workers_that_keep_failing_to_boot_stop_the_master(tmp_path):
     write_app(tmp_path, "one")
     with run_wizgy("-k", "prefork", "-w", "2", "reloadapp:app", cwd=tmp_path) as srv:

@@ -42,7 +42,7 @@ from ..connection import Stats
 from .base import Model
 from .evloop import EventLoopModel
 from .iterative import IterativeModel
-from .reloader import CodeWatcher
+from .reloader import CodeWatcher, app_roots
 from .threaded import ThreadedModel
 from .watchdog import Watchdog, import_app
 
@@ -88,8 +88,7 @@ class PreforkModel(Model):
         self.exit_code = 0
         self.event = getattr(self.ctx, "event", lambda what, **fields: None)
         settings = self.ctx.settings
-        self.watcher = CodeWatcher([os.getcwd(), *filter(None, (settings.pythonpath or "")
-                                                          .split(","))]) if settings.reload else None
+        self.watcher = CodeWatcher(app_roots(settings)) if settings.reload else None
         if self.watcher:
             self.log.info("Reloading when any of %d .py files under %s changes",
                           len(self.watcher.mtimes), ", ".join(self.watcher.roots))
@@ -326,7 +325,8 @@ class PreforkModel(Model):
             self.become_worker(slot)
             if self.generation:  # after a HUP: the code may have changed on disk
                 try:
-                    self.ctx.app = import_app(self.ctx.settings.app)
+                    self.ctx.app = import_app(self.ctx.settings.app,
+                                              app_roots(self.ctx.settings))
                 except Exception:
                     self.log.exception("Worker %d failed to boot", os.getpid())
                     code = WORKER_BOOT_ERROR

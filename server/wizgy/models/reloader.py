@@ -16,6 +16,31 @@ SKIP_DIRS = {"__pycache__", "site-packages", "node_modules"}
 MAX_FILES = 10_000  # a watch this big is a mistake (--chdir /): stop growing it
 
 
+def app_roots(settings) -> list[str]:
+    """The app's own folders: the working directory (after --chdir) and --pythonpath."""
+    return [os.getcwd(), *filter(None, (settings.pythonpath or "").split(","))]
+
+
+def is_app_file(path: str | None, roots: list[str]) -> bool:
+    """Is this file the app's own code: under one of its folders, and not in a hidden
+    folder, a cache or a virtualenv there?"""
+    if not path:
+        return False
+    path = os.path.abspath(path)
+    for root in map(os.path.abspath, roots):
+        relative = os.path.relpath(path, root)
+        if relative.startswith(".."):
+            continue
+        folder = root
+        for part in relative.split(os.sep)[:-1]:
+            folder = os.path.join(folder, part)
+            if part.startswith(".") or part in SKIP_DIRS or \
+                    os.path.exists(os.path.join(folder, "pyvenv.cfg")):
+                return False
+        return True
+    return False
+
+
 class CodeWatcher:
     def __init__(self, roots: list[str]) -> None:
         self.roots = [os.path.abspath(root) for root in roots]

@@ -20,6 +20,7 @@ import threading
 import time
 
 from .base import Model
+from .reloader import is_app_file
 
 
 class Watchdog(threading.Thread):
@@ -95,10 +96,17 @@ class Watchdog(threading.Thread):
         return oldest is not None and time.monotonic() - oldest > self.interval
 
 
-def import_app(spec: str):
-    """MODULE:CALLABLE imported afresh (cli.py set up sys.path and the directory)."""
+def import_app(spec: str, roots: list[str]):
+    """MODULE:CALLABLE imported afresh (cli.py set up sys.path and the directory): the
+    module, its package, and every other module loaded from the app's own folders
+    (`roots`), so that a helper module the app imports is read again too. Not wizgy's
+    own modules, wherever they are, nor installed packages."""
     module_name, _, attribute = spec.partition(":")
-    for name in [n for n in sys.modules if n == module_name or n.startswith(module_name + ".")]:
-        del sys.modules[name]
+    for name, module in list(sys.modules.items()):
+        if name == "wizgy" or name.startswith("wizgy.") or name == "__main__":
+            continue
+        if name == module_name or name.startswith(module_name + ".") or \
+                is_app_file(getattr(module, "__file__", None), roots):
+            del sys.modules[name]
     importlib.invalidate_caches()
     return getattr(importlib.import_module(module_name), attribute or "application")
