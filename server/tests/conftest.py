@@ -80,7 +80,7 @@ class Server:
 
 @contextlib.contextmanager
 def run_wizgy(*args: str, env: dict | None = None, cwd=None, bind: bool = True,
-              startup: float = 15.0, preexec_fn=None):
+              startup: float = 15.0, preexec_fn=None, pass_fds=()):
     """Start `python -m wizgy -b 127.0.0.1:0 ARGS`; yield a Server once it listens."""
     full_env = {**os.environ, "PYTHONPATH": f"{SERVER}:{TEST_APPS}:{APPS}",
                 "PYTHONUNBUFFERED": "1"}
@@ -91,7 +91,7 @@ def run_wizgy(*args: str, env: dict | None = None, cwd=None, bind: bool = True,
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env,
                                     cwd=cwd or TEST_APPS, start_new_session=True,
-                                    preexec_fn=preexec_fn)
+                                    preexec_fn=preexec_fn, pass_fds=pass_fds)
         server = Server(proc, log_path)
         try:
             deadline = time.monotonic() + startup

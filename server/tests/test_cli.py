@@ -19,7 +19,8 @@ def wizgy(*args, env=None, timeout=20):
     full_env = {**os.environ, "PYTHONPATH": f"{SERVER}:{TEST_APPS}"}
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "wizgy", *args], capture_output=True,
-                          text=True, env=full_env, cwd=TEST_APPS, timeout=timeout)
+                          text=True, env=full_env, cwd=TEST_APPS, timeout=timeout,
+                          stdin=subprocess.DEVNULL)  # (fd 0: a file, whoever runs the tests)
 
 
 @pytest.mark.parametrize("args,message", [
@@ -36,6 +37,9 @@ def wizgy(*args, env=None, timeout=20):
     (["--error-logfile", "/nonexistent/x.log", "testapp:app"],
      "cannot open log file /nonexistent/x.log: No such file or directory"),
     (["--access-logfile", "/", "testapp:app"], "cannot open log file /: Is a directory"),
+    (["-b", "fd://x", "testapp:app"], "cannot bind fd://x: expected fd://NUMBER"),
+    (["-b", "fd://0", "testapp:app"], "cannot bind fd://0: Socket operation on non-socket"),
+    (["-b", "fd://987", "testapp:app"], "cannot bind fd://987: Bad file descriptor"),
 ])
 def test_bad_configuration_is_one_line_and_exit_2(args, message):
     result = wizgy(*args)
@@ -62,6 +66,41 @@ def test_a_unix_bind_never_replaces_a_file_that_is_not_a_socket(tmp_path):
     assert f"cannot bind unix:{precious}: {precious} exists and is not a socket" \
         in result.stderr
     assert precious.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("model", ["evloop", "threaded"])
+def test_bind_to_an_inherited_listening_socket(tmp_path, model):
+    # fd://N: a socket bound by whoever started the server (systemd socket
+    # activation, a supervisor); the server serves on it, and never unlinks its file.
+    path = tmp_path / "activated.sock"
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(path))
+        listener.listen()
+        fd = listener.fileno()
+        with run_wizgy("-k", model, "-b", f"fd://{fd}", "-b", "127.0.0.1:0", "testapp:app",
+                       bind=False, pass_fds=(fd,)) as srv:
+            srv.wait_for_output(rf"Listening at: unix:{path} ")
+            with socket.socket(socket.AF_UNIX) as client:
+                client.settimeout(5)
+                client.connect(str(path))
+                client.sendall(b"GET /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                data = b""
+                while chunk := client.recv(4096):
+                    data += chunk
+            assert data.startswith(b"HTTP/1.1 200 ") and b"Hello, World!\n" in data
+    assert path.exists()  # ours to remove, not the server's
+
+
+def test_a_bound_but_not_listening_socket_is_refused():
+    with socket.socket() as bound:
+        bound.bind(("127.0.0.1", 0))
+        fd = bound.fileno()
+        result = subprocess.run(
+            [sys.executable, "-m", "wizgy", "-b", f"fd://{fd}", "testapp:app"],
+            capture_output=True, text=True, pass_fds=(fd,), timeout=20, cwd=TEST_APPS,
+            env={**os.environ, "PYTHONPATH": f"{SERVER}:{TEST_APPS}"})
+    assert result.returncode == 2
+    assert f"cannot bind fd://{fd}: not a listening stream socket" in result.stderr
 
 
 def test_log_level_is_case_insensitive():

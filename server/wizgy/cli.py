@@ -70,7 +70,10 @@ def main(argv: list[str] | None = None) -> int:
                         settings.model, " and ".join(ignored),
                         "are" if len(ignored) > 1 else "is")
     status.start(ctx, status_listener, listeners)  # sets ctx.status_pid and ctx.event
-    ours = unix_socket_files([*listeners, status_listener])
+    # socket files to remove at exit: those we bound, not fd:// ones we were handed
+    bound = zip([*listeners, status_listener], [*settings.bind, settings.status_bind])
+    ours = unix_socket_files([listener for listener, address in bound
+                              if listener is not None and not address.startswith("fd://")])
     code = model_cls(ctx, listeners).run()
     status.stop(ctx)
     remove_socket_files(ours)
@@ -166,7 +169,9 @@ def remove_socket_files(files: list[tuple[str, int]]) -> None:
 
 
 def bind(address: str, backlog: int) -> socket.socket:
-    """A listening socket for HOST:PORT, [IPv6]:PORT or unix:PATH."""
+    """A listening socket for HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N."""
+    if address.startswith("fd://"):
+        return inherited(address)
     if address.startswith("unix:"):
         path = address[5:]
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -187,6 +192,24 @@ def bind(address: str, backlog: int) -> socket.socket:
     except OSError as error:
         sock.close()
         raise ConfigError(f"cannot bind {address}: {error.strerror or error}") from None
+    sock.set_inheritable(False)
+    return sock
+
+
+def inherited(address: str) -> socket.socket:
+    """fd://N, as gunicorn's: a listening socket this process was started with (by
+    systemd, a supervisor, a test), already bound; never ours to unlink."""
+    number = address[5:]
+    if not number.isdigit():
+        raise ConfigError(f"cannot bind {address}: expected fd://NUMBER")
+    try:
+        sock = socket.socket(fileno=int(number))
+    except OSError as error:
+        raise ConfigError(f"cannot bind {address}: {error.strerror or error}") from None
+    if sock.type != socket.SOCK_STREAM or \
+            not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        sock.detach()  # not ours to close either
+        raise ConfigError(f"cannot bind {address}: not a listening stream socket")
     sock.set_inheritable(False)
     return sock
 

@@ -73,7 +73,8 @@ class Settings:
         metavar="MODULE:CALLABLE"))
     bind: tuple[str, ...] = field(default=("127.0.0.1:8000",), metadata=option(
         "-b", "--bind", repeat=True, metavar="ADDRESS",
-        help="Address to listen on: HOST:PORT, [::1]:PORT or unix:PATH. Repeatable; "
+        help="Address to listen on: HOST:PORT, [::1]:PORT, unix:PATH, or fd://N (a "
+             "listening socket the server was started with, e.g. by systemd). Repeatable; "
              "the environment variable takes a comma-separated list."))
     workers: int = field(default=1, metadata=option(
         "-w", "--workers", type=positive, env=("WEB_CONCURRENCY",),
