@@ -190,7 +190,7 @@ class Connection:
         if self.spool is not None:
             self.spool.close()
         if self.paused is not None:  # the client left (or was closed) mid-response
-            paused, spool = self.paused[0], self.paused[-1]
+            paused, *_, spool = self.paused  # (paused, request, environ, resp, started, spool)
             self.paused = None
             if spool is not None:
                 spool.close()

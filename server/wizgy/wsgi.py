@@ -524,8 +524,8 @@ def run_app(app, environ: dict, resp: Response, sendfile=None, behind=None) -> P
                 return paused
             if sent:
                 return None
-        if type(result) in (list, tuple) and len(result) == 1:
-            resp.send_single(result[0])
+        if type(result) in (list, tuple) and len(result) == 1:  # the hot path: _end() and
+            resp.send_single(result[0])  # _close() written out, two calls fewer a request
         else:
             paused = _send_pieces(result, iter(result), resp, behind)
             return paused
