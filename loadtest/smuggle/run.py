@@ -111,6 +111,7 @@ SERVERS = {
             "fields": "--limit-request-fields",
             "field_size": "--limit-request-field-size",
             "max_body": "--max-body",
+            "head": "--limit-request-head",
         },
         note="default model (prefork master + one evloop worker)",
     ),
@@ -168,7 +169,7 @@ SERVERS = {
             "--threads=4",
             "echo_app:app",
         ),
-        {"max_body": "--max-request-body-size"},
+        {"max_body": "--max-request-body-size", "head": "--max-request-header-size"},
         note="has no per-line, per-field or field-count limit (only a total header size)",
     ),
 }

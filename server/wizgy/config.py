@@ -109,6 +109,10 @@ class Settings:
     limit_request_field_size: int = field(default=8190, metadata=option(
         "--limit-request-field_size", "--limit-request-field-size", type=non_negative,
         metavar="BYTES", help="Longest header field (431 above it); 0 = unlimited."))
+    limit_request_head: int = field(default=65536, metadata=option(
+        "--limit-request-head", type=non_negative, metavar="BYTES",
+        help="Largest request head, its CRLFs and blank line counted (431 above it, as "
+             "soon as that many bytes are in); 0 = only the bound the limits above imply."))
     max_body: int = field(default=1 << 30, metadata=option(
         "--max-body", type=non_negative, metavar="BYTES",
         help="Largest request body (413 above it); 0 = unlimited."))

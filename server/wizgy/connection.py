@@ -116,6 +116,7 @@ class ServerContext:
             request_line=settings.limit_request_line,
             fields=settings.limit_request_fields,
             field_size=settings.limit_request_field_size,
+            head=settings.limit_request_head,
             max_body=settings.max_body,
         )
         allowed = [ip.strip() for ip in settings.forwarded_allow_ips.split(",") if ip.strip()]
