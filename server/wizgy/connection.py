@@ -41,6 +41,9 @@ DRAIN_LIMIT = 1 << 16  # unread body bytes we read and discard to keep a connect
 # bytes waits in the parser's buffer, a bigger or chunked one is read into a Spool.
 BUFFERED_BODY = 1 << 16
 SPOOL_MEMORY = 1 << 20  # a Spool's bytes in memory; past that, in a temporary file
+# Graceful stop (TERM, HUP, TTOU, --max-requests): how long a keep-alive connection
+# whose last response did not say close may still send its next request.
+DRAIN_IDLE = 1.0
 EMPTY_INPUT = InputStream(lambda size: b"")  # wsgi.input of every bodiless request
 
 
@@ -297,6 +300,15 @@ class Connection:
             raise error  # answered (HTTPError) or the client has gone, as in handle_request
         return InputStream(spool.read)
 
+    def _idle_timeout(self) -> float | None:
+        """How long to wait for a next request to begin: --keep-alive after a response
+        (DRAIN_IDLE once a graceful stop has begun), --timeout for the first."""
+        if not self.requests:
+            return self.timeout
+        if self.ctx.stopping:
+            return min(self.keep_alive_timeout, DRAIN_IDLE)
+        return self.keep_alive_timeout
+
     def _set_timeout(self, timeout: float | None) -> None:
         if timeout != self._sock_timeout:  # settimeout() is a syscall; skip repeats
             self.sock.settimeout(timeout)
@@ -319,7 +331,7 @@ class Connection:
             if not parser.has_buffered_data and deadline is None:
                 # Waiting for a request to begin: an idle keep-alive may just end.
                 try:
-                    self._recv(self.keep_alive_timeout if self.requests else self.timeout)
+                    self._recv(self._idle_timeout())
                 except TimeoutError:
                     return None
                 continue
@@ -396,12 +408,15 @@ class Connection:
             if paused is not None:  # the client is behind: go on when it catches up
                 self.paused = (paused, request, environ, resp, started, spool)
                 return True
+            # The one keep-alive decision was taken as the head went out (Response.frame:
+            # the client's wish, --keep-alive, a stop begun); a response that did not say
+            # close keeps its promise even if a stop began since: the client may be
+            # sending its next request already, and that one is answered with close.
             keep = resp.keep_alive and (self._body_done or self._finish_body())
             ctx.stats.count(resp.status_code)
             if logs.access_enabled:
                 logs.access(environ, resp.status_code, resp.bytes_sent,
                             time.perf_counter() - started)
-            keep = keep and not ctx.stopping
         if spool is not None:
             spool.close()  # its temporary file, if it had one, goes now
         return keep
