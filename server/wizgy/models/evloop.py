@@ -116,7 +116,7 @@ class EventLoopModel(ThreadedModel):
             conn.set_nonblocking()  # a slow body or client may have needed a timeout
             self.parked[conn] = time.monotonic() + self.wait_for(conn)
         else:
-            self.unpark(conn).close()
+            self.close_connection(self.unpark(conn))
 
     def wait_to_write(self, conn: Connection) -> None:
         conn.set_nonblocking()
@@ -138,7 +138,7 @@ class EventLoopModel(ThreadedModel):
         if not done:  # it took some: --timeout again for the next of it
             self.parked[conn] = time.monotonic() + (self.ctx.settings.timeout or 3600.0)
         elif conn.paused is None and conn in self.closing:
-            self.unpark(conn).close()
+            self.close_connection(self.unpark(conn))
         else:  # the rest of a paused response, then the requests it pipelined meanwhile
             self.selector.modify(conn.sock, selectors.EVENT_READ, conn)
             self.dispatch(conn)

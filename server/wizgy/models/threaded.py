@@ -31,7 +31,7 @@ import selectors
 import threading
 import time
 
-from ..connection import DRAIN_IDLE, Connection
+from ..connection import DRAIN_IDLE, LINGER_IDLE, Connection
 from ..http import HTTPError
 from .base import Model
 
@@ -67,7 +67,8 @@ class ThreadedModel(Model):
             self.finish_in_flight()
         finally:
             for conn in list(self.parked):
-                self.unpark(conn).close()
+                self.unpark(conn).linger = False  # exiting: no more waiting on anyone
+                conn.close()
             self.selector.close()
 
     # main thread --------------------------------------------------------------------
@@ -149,11 +150,30 @@ class ThreadedModel(Model):
                 conn = self.returned.get_nowait()
             except queue.Empty:
                 return
-            self.park(conn)
+            if conn.linger:
+                self.close_connection(conn)
+            else:
+                self.park(conn)
             with self.held_lock:
                 self.held -= 1
 
+    def close_connection(self, conn: Connection) -> None:
+        """Close an unparked connection; one whose client may still be sending lingers
+        first, parked (Connection.start_linger): the loop discards what it sends until
+        it closes, or LINGER_IDLE passes with nothing, or LINGER_TIME in all."""
+        if conn.linger and conn.start_linger():
+            self.parked[conn] = time.monotonic() + LINGER_IDLE
+            self.selector.register(conn.sock, selectors.EVENT_READ, conn)
+        else:
+            conn.close()
+
     def read_parked(self, conn: Connection) -> None:
+        if conn.lingering:
+            if conn.discard():
+                self.parked[conn] = min(conn.lingering, time.monotonic() + LINGER_IDLE)
+            else:
+                self.unpark(conn).close()
+            return
         parser = conn.parser
         started = conn.pending is not None or parser.head_begun  # conn.request_begun
         try:
@@ -175,14 +195,17 @@ class ThreadedModel(Model):
                 if not started and parser.head_begun:
                     self.parked[conn] = time.monotonic() + timeout
                 return
-            if not conn.take_head():
-                self.unpark(conn).close()  # refused (and answered), or the peer is gone
+            if not conn.take_head():  # refused (and answered), or the peer is gone
+                self.close_connection(self.unpark(conn))
                 return
         request = conn.pending
         if request is None:
             return  # take_head() found no head after all: wait for one
-        if (request.content_length or request.chunked) and not conn.body_ready() and data:
-            # (at EOF, dispatch: the app hears that the body was cut short)
+        if (request.content_length or request.chunked) and not conn.body_ready():
+            if not data:  # the client left mid-body (a spooled body: served, as an error)
+                conn.left_mid_body(parser.buffered)
+                self.unpark(conn).close()
+                return
             self.parked[conn] = time.monotonic() + timeout  # between two reads, as nginx
             return
         self.dispatch(conn)
@@ -191,13 +214,13 @@ class ThreadedModel(Model):
         for conn, deadline in list(self.parked.items()):
             if deadline <= now:
                 self.unpark(conn)
-                if conn.backlog:
-                    pass  # took nothing of its responses for --timeout: just close
+                if conn.backlog or conn.lingering:
+                    pass  # took nothing of its responses for --timeout, or lingered: close
                 elif conn.pending is not None:
                     conn.refuse(HTTPError(408, "request body not received in time"))
                 elif conn.parser.has_buffered_data:
                     conn.refuse(HTTPError(408, "request head not received in time"))
-                conn.close()
+                self.close_connection(conn)
 
     def drain(self) -> None:
         """Graceful stop: accept nothing more, but serve what parked connections send
@@ -268,8 +291,8 @@ class ThreadedModel(Model):
                 keep = False
             finally:
                 self.ctx.stats.active -= 1
-            if keep:  # (even in a graceful stop: drain() parks it for its next request)
-                self.returned.put(conn)
+            if keep or conn.linger:  # the main thread parks it: for its next request (even
+                self.returned.put(conn)  # in a graceful stop), or to linger
                 try:
                     os.write(self.wakeup_w, b"\0")
                 except BlockingIOError:
