@@ -113,9 +113,11 @@ smuggle: ## the smuggling lab: the invalid corpus sent to wizgy, gunicorn and wa
 SOAK_DURATION ?= 600
 SOAK_MODELS ?= all
 
-soak: venv ## 10 minutes of mixed Locust load on each model (SOAK_MODELS=evloop,fork SOAK_DURATION=60): RSS and descriptors flat, no zombies, no errors; JSON in test-artifacts/soak
+SOAK_ARGS ?=
+
+soak: venv ## 10 minutes of mixed Locust load on each model (SOAK_MODELS=evloop,fork SOAK_DURATION=60; reloads under load: SOAK_ARGS="--hup-every 5 --ttin-ttou-every 5"): RSS and descriptors flat, no zombies, no errors; JSON in test-artifacts/soak
 	@mkdir -p $(ARTIFACTS)/soak
-	$(VENV)/bin/python loadtest/soak.py --models $(SOAK_MODELS) --duration $(SOAK_DURATION) --json $(ARTIFACTS)/soak/soak.json
+	$(VENV)/bin/python loadtest/soak.py --models $(SOAK_MODELS) --duration $(SOAK_DURATION) $(SOAK_ARGS) --json $(ARTIFACTS)/soak/soak.json
 
 clean: ## remove this project's containers, networks, volumes and images (not the Debian base)
 	$(COMPOSE) down --rmi all --volumes --remove-orphans
