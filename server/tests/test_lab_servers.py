@@ -18,8 +18,18 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import (APPS, SERVER, connect, exchange, read_until_close, run_server,
-                      run_wizgy, skip_or_fail, wait_for)
+from conftest import (
+    APPS,
+    SERVER,
+    connect,
+    exchange,
+    read_until_close,
+    run_server,
+    run_wizgy,
+    skip_or_fail,
+    wait_for,
+)
+
 # The route tests of test_apps.py, collected again here with this module's `served`.
 from test_apps import (  # noqa: F401
     app,
@@ -55,8 +65,8 @@ def run_part1(python: str = sys.executable):
     return run_server([python, str(PART1), "-b", "127.0.0.1:0"])
 
 
-def run_part2(app: str, python: str = sys.executable, env: dict | None = None, cwd=None):
-    return run_server([python, str(PART2), "-b", "127.0.0.1:0", app], env=env, cwd=cwd)
+def run_part2(app_name: str, python: str = sys.executable, env: dict | None = None, cwd=None):
+    return run_server([python, str(PART2), "-b", "127.0.0.1:0", app_name], env=env, cwd=cwd)
 
 
 def statuses(raw: bytes) -> list[int]:
@@ -115,7 +125,7 @@ def served(request, tmp_path_factory):
     assert "Traceback" not in output, output
 
 
-def test_stream_is_ended_by_closing_the_connection(app):
+def test_stream_is_ended_by_closing_the_connection(app):  # noqa: F811 (the fixture)
     """No Content-Length and no chunked coding: the end of the body is the close."""
     _, url, session = app
     response = session.get(f"{url}/stream", params={"n": 1000}, timeout=10)
@@ -132,8 +142,9 @@ def test_stream_is_ended_by_closing_the_connection(app):
 @pytest.fixture(scope="module", params=["python", "pypy3"])
 def testapp(request, tmp_path_factory):
     close_log = tmp_path_factory.mktemp("close") / "close.log"
-    with run_part2("testapp:app", interpreter(request.param),
-                   env={"TESTAPP_CLOSE_LOG": str(close_log)}) as server:
+    with run_part2(
+        "testapp:app", interpreter(request.param), env={"TESTAPP_CLOSE_LOG": str(close_log)}
+    ) as server:
         yield server, close_log
 
 
@@ -151,8 +162,9 @@ def test_part2_calls_close_once(testapp):
 
 def test_part2_environ(testapp):
     server, _ = testapp
-    response = requests.get(f"{server.url}/environ/a%20b", params={"q": "1"},
-                            headers={"X-Twice": "a"}, timeout=10)
+    response = requests.get(
+        f"{server.url}/environ/a%20b", params={"q": "1"}, headers={"X-Twice": "a"}, timeout=10
+    )
     environ = response.json()
     assert environ["PATH_INFO"] == "/environ/a b"
     assert environ["QUERY_STRING"] == "q=1"
@@ -205,8 +217,10 @@ def test_keep_alive_pipelined_requests(short, wizgy):
 
 def test_framing_chunked_request_body(short, wizgy):
     """A chunked upload (curl -T -, a generator body): the short server loses the body."""
-    raw = (b"POST /echo HTTP/1.1\r\nHost: lab\r\nTransfer-Encoding: chunked\r\n"
-           b"Connection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+    raw = (
+        b"POST /echo HTTP/1.1\r\nHost: lab\r\nTransfer-Encoding: chunked\r\n"
+        b"Connection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+    )
     assert b'"length": 0' in exchange(short.port, raw)
     assert b'"length": 5' in exchange(wizgy.port, raw)
 
@@ -251,8 +265,11 @@ def test_limits_a_header_without_end(short, wizgy):
     field = b"GET /hello HTTP/1.1\r\nHost: lab\r\nX-Big: " + b"a" * (32 * 1024 * 1024)
     with connect(short.port, timeout=30) as sock:
         sock.sendall(field)
-        wait_for(lambda: rss_kib(short.pid) - before > 16 * 1024, timeout=30,
-                 what="the short server to hold the field in memory")
+        wait_for(
+            lambda: rss_kib(short.pid) - before > 16 * 1024,
+            timeout=30,
+            what="the short server to hold the field in memory",
+        )
         sock.sendall(b"\r\n\r\n")
         assert statuses(read_until_close(sock, timeout=30)) == [200]
     with connect(wizgy.port) as sock:
@@ -264,17 +281,26 @@ STRICTNESS = {
     # name: (request, the short server's status or None for "closed, no answer", wizgy's)
     "content-length-and-chunked": (
         b"POST /echo HTTP/1.1\r\nHost: lab\r\nContent-Length: 5\r\n"
-        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 200, 400),
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        200,
+        400,
+    ),
     # The short server reads the last one's 5 bytes and hands the app "0,5": a 500 from
     # the app (here its validator) after the body was taken, not a 400 before.
     "two-content-lengths": (
         b"POST /echo HTTP/1.1\r\nHost: lab\r\nContent-Length: 0\r\nContent-Length: 5\r\n"
-        b"\r\nhello", 500, 400),
+        b"\r\nhello",
+        500,
+        400,
+    ),
     "no-host": (b"GET /hello HTTP/1.1\r\n\r\n", 200, 400),
     "space-before-colon": (b"GET /hello HTTP/1.1\r\nHost : lab\r\n\r\n", 200, 400),
     "unknown-version": (b"GET /hello HTTP/9.9\r\nHost: lab\r\n\r\n", 200, 505),
     "content-length-not-a-number": (
-        b"POST /echo HTTP/1.1\r\nHost: lab\r\nContent-Length: abc\r\n\r\n", None, 400),
+        b"POST /echo HTTP/1.1\r\nHost: lab\r\nContent-Length: abc\r\n\r\n",
+        None,
+        400,
+    ),
 }
 
 

@@ -28,11 +28,13 @@ def read_head(sock: socket.socket) -> bytes:
 
 def answer(request_line: bytes) -> bytes:
     body = b"Hello, World!\nYou sent: " + request_line + b"\n"
-    return (b"HTTP/1.1 200 OK\r\n"
-            b"Content-Type: text/plain\r\n"
-            b"Content-Length: %d\r\n"
-            b"Connection: close\r\n"
-            b"\r\n" % len(body)) + body
+    return (
+        b"HTTP/1.1 200 OK\r\n"
+        b"Content-Type: text/plain\r\n"
+        b"Content-Length: %d\r\n"
+        b"Connection: close\r\n"
+        b"\r\n" % len(body)
+    ) + body
 
 
 def serve(listener: socket.socket) -> None:

@@ -21,7 +21,10 @@ from urllib.parse import unquote
 
 
 def read_request(sock: socket.socket):
-    """(request line, [(name, value)], body) as text decoded latin-1; None if the client sent nothing."""
+    """The request line and [(name, value)] as latin-1 text, and the body as bytes.
+
+    None if the client closed before the end of a head.
+    """
     data, end = bytearray(), -1
     while end < 0:  # the blank line that ends the head; no limit on how long it takes
         piece = sock.recv(65536)
@@ -29,7 +32,7 @@ def read_request(sock: socket.socket):
             return None
         data += piece
         end = data.find(b"\r\n\r\n", max(0, len(data) - len(piece) - 3))  # only the new bytes
-    head, body = bytes(data[:end]), bytes(data[end + 4:])
+    head, body = bytes(data[:end]), data[end + 4 :]
     request_line, *lines = head.decode("latin-1").split("\r\n")
     headers = []
     for line in lines:
@@ -41,7 +44,7 @@ def read_request(sock: socket.socket):
         if not piece:
             break
         body += piece
-    return request_line, headers, body[:length]
+    return request_line, headers, bytes(body[:length])
 
 
 class WSGIServer:
@@ -126,8 +129,12 @@ class Response:
         self.sock.sendall(data)
 
     def send_head(self) -> None:
-        lines = [f"HTTP/1.1 {self.status}", f"Date: {formatdate(usegmt=True)}",
-                 "Server: webserver2", "Connection: close"]
+        lines = [
+            f"HTTP/1.1 {self.status}",
+            f"Date: {formatdate(usegmt=True)}",
+            "Server: webserver2",
+            "Connection: close",
+        ]
         lines += [f"{name}: {value}" for name, value in self.headers]
         self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
         self.headers_sent = True
@@ -155,7 +162,8 @@ class Response:
     def fail(self) -> None:
         traceback.print_exc()
         if not self.headers_sent:  # else all we can do is close the connection early
-            self.status, self.headers = "500 Internal Server Error", [("Content-Type", "text/plain")]
+            self.status = "500 Internal Server Error"
+            self.headers = [("Content-Type", "text/plain")]
             self.write(b"Internal Server Error\n")
 
 

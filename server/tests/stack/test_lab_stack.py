@@ -66,8 +66,11 @@ def test_lessons_part2_and_part1_serve_through_nginx(stack):
     busy_since = time.time()
     slow.start()
     time.sleep(11)
-    checks = [check for check in health_log(stack) if check["Start"] > time.strftime(
-        "%Y-%m-%dT%H:%M:%S", time.gmtime(busy_since))]
+    checks = [
+        check
+        for check in health_log(stack)
+        if check["Start"] > time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(busy_since))
+    ]
     slow.join(30)
     assert checks and all(check["ExitCode"] == 0 for check in checks), checks
 
