@@ -11,7 +11,7 @@ COMPOSE ?= docker compose
 PYTHON ?= python3
 VENV := .venv
 ARTIFACTS ?= test-artifacts
-LESSONS := keep-duplicate-fds no-reap reap-once
+LESSONS := keep-duplicate-fds no-reap reap-once part1 part2
 APPS := flask pyramid django
 
 CLIENTS ?= --max-clients 128
@@ -41,7 +41,7 @@ export COMPOSE_BAKE := false
 	$(addprefix app-,$(APPS)) $(addprefix lesson-,$(LESSONS))
 
 help: ## list the targets
-	@grep -hE '^[a-z][a-z -]*:.*## ' $(MAKEFILE_LIST) | \
+	@grep -hE '^[a-z][a-z0-9 -]*:.*## ' $(MAKEFILE_LIST) | \
 		awk -F':.*## ' '{ n = split($$1, names, " "); \
 			for (i = 1; i <= n; i++) printf "  %-26s %s\n", names[i], $$2 }'
 
@@ -76,10 +76,13 @@ app-flask app-pyramid app-django: app-%: ## restart the server on that app (flas
 lesson-keep-duplicate-fds: LESSON_ENV := SERVER_NOFILE=256
 lesson-no-reap: LESSON_ENV := SERVER_NPROC=64 SERVER_PIDS_LIMIT=128
 lesson-reap-once: LESSON_ENV :=
+# Parts 1 and 2: the labs' small servers (server/labs/) instead of wizgy, same port.
+lesson-part1: LESSON_SERVER := server/labs/part1/webserver1.py, not wizgy
+lesson-part2: LESSON_SERVER := server/labs/part2/webserver2.py, not wizgy
 
-lesson-keep-duplicate-fds lesson-no-reap lesson-reap-once: lesson-%: ## restart the server as fork with that lesson and its ulimits, say what to watch
+lesson-keep-duplicate-fds lesson-no-reap lesson-reap-once lesson-part1 lesson-part2: lesson-%: ## restart the server as fork with that lesson and its ulimits (part1, part2: the labs' small servers), say what to watch
 	$(KEEP_APP) $(LESSON_ENV) WIZGY_MODEL=fork WIZGY_LESSON=$* $(COMPOSE) up -d --no-deps --force-recreate --wait server
-	@echo "lesson $*: model fork, $(or $(LESSON_ENV),default limits)"
+	@echo "lesson $*: $(or $(LESSON_SERVER),model fork), $(or $(LESSON_ENV),default limits)"
 	@awk -v want='[$*]' '/^\[/ { on = ($$0 == want); next } on' server/docker/lesson-notes | \
 		sed 's/NGINX_PORT/$(NGINX_PORT)/g'
 	@echo "back to normal: make app-$$($(KEEP_APP); echo $${APP:-flask})"
@@ -113,9 +116,11 @@ smuggle: ## the smuggling lab: the invalid corpus sent to wizgy, gunicorn and wa
 SOAK_DURATION ?= 600
 SOAK_MODELS ?= all
 
-soak: venv ## 10 minutes of mixed Locust load on each model (SOAK_MODELS=evloop,fork SOAK_DURATION=60): RSS and descriptors flat, no zombies, no errors; JSON in test-artifacts/soak
+SOAK_ARGS ?=
+
+soak: venv ## 10 minutes of mixed Locust load on each model (SOAK_MODELS=evloop,fork SOAK_DURATION=60; reloads under load: SOAK_ARGS="--hup-every 5 --ttin-ttou-every 5"): RSS and descriptors flat, no zombies, no errors; JSON in test-artifacts/soak
 	@mkdir -p $(ARTIFACTS)/soak
-	$(VENV)/bin/python loadtest/soak.py --models $(SOAK_MODELS) --duration $(SOAK_DURATION) --json $(ARTIFACTS)/soak/soak.json
+	$(VENV)/bin/python loadtest/soak.py --models $(SOAK_MODELS) --duration $(SOAK_DURATION) $(SOAK_ARGS) --json $(ARTIFACTS)/soak/soak.json
 
 clean: ## remove this project's containers, networks, volumes and images (not the Debian base)
 	$(COMPOSE) down --rmi all --volumes --remove-orphans

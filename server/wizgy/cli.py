@@ -20,6 +20,16 @@ from .models import lessons
 from .scoreboard import Scoreboard
 
 
+def shape(settings) -> str:
+    """How many processes and threads serve, as the startup line says it."""
+    threads = settings.worker_threads if settings.worker_model == "prefork" else \
+        settings.threads if settings.model == "threaded" else 1
+    parts = [f"{settings.workers} workers"] if settings.worker_model == "prefork" else []
+    if threads > 1:
+        parts.append(f"{threads} threads" + (" each" if parts else ""))
+    return f", {' x '.join(parts)}" if parts else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["top"]:  # `wizgy top [--url URL]`: the status endpoint, live
@@ -59,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     ctx.stats.pid = os.getpid()
     for listener in listeners:
         logs.error.info("Listening at: %s (%s)", url_of(listener), os.getpid())
-    logs.error.info("Using model: %s%s", settings.model,
-                    f" (lesson: {settings.lesson})" if settings.lesson else "")
+    logs.error.info("Using model: %s%s%s", settings.model,
+                    f" (lesson: {settings.lesson})" if settings.lesson else "", shape(settings))
     ignored = [flag for flag, given in (
         (f"--workers {settings.workers}", settings.workers > 1),
         (f"--max-requests {settings.max_requests}", settings.max_requests),

@@ -76,12 +76,16 @@ class Settings:
         help="Address to listen on: HOST:PORT, [::1]:PORT, unix:PATH, or fd://N (a "
              "listening socket the server was started with, e.g. by systemd). Repeatable; "
              "the environment variable takes a comma-separated list."))
-    workers: int = field(default=1, metadata=option(
+    workers: int = field(default=None, metadata=option(  # type: ignore[assignment]
         "-w", "--workers", type=positive, env=("WEB_CONCURRENCY",),
-        help="Worker processes of the prefork model."))
-    threads: int = field(default=1, metadata=option(
+        help="Worker processes of the prefork models (evloop, prefork, sync, gthread). "
+             "Default: 2 x CPUs + 1, gunicorn's rule of thumb, so that a slow request "
+             "holds one worker, not the server."))
+    threads: int = field(default=None, metadata=option(  # type: ignore[assignment]
         "--threads", type=positive,
-        help="Threads per process of the threaded model (prefork: >1 runs threaded workers)."))
+        help="Threads per process of the threaded model (prefork: >1 runs threaded "
+             "workers). Default: 4 for threaded and gthread (waitress's 4), so that a "
+             "slow request or a slow reader holds one thread; 1 for prefork (sync)."))
     model: str = field(default="evloop", metadata=option(
         "-k", "--model", choices=MODELS,
         help="Concurrency model. evloop (the default, the fastest): the prefork master "
@@ -172,6 +176,14 @@ class Settings:
         "--print-config", type=boolean, flag_only=True,
         help="Print the resolved settings and exit."))
 
+    def __post_init__(self) -> None:
+        # The defaults that depend on the model (a frozen dataclass: set once, here).
+        if self.workers is None:
+            prefork = self.model in ("evloop", "prefork", "sync", "gthread")
+            object.__setattr__(self, "workers", default_workers() if prefork else 1)
+        if self.threads is None:
+            object.__setattr__(self, "threads", 4 if self.model in ("threaded", "gthread") else 1)
+
     @property
     def worker_model(self) -> str:
         """The model's canonical name (gunicorn's aliases resolved)."""
@@ -181,6 +193,15 @@ class Settings:
     @property
     def worker_threads(self) -> int:
         return max(self.threads, 2) if self.model == "gthread" else self.threads
+
+
+def default_workers() -> int:
+    """--workers when not given: 2 x CPUs + 1 (the CPUs this process may run on)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return 2 * cpus + 1
 
 
 def env_names(f) -> tuple[str, ...]:
@@ -317,6 +338,7 @@ def markdown_table() -> str:
         flags = ", ".join(f"`{flag}`" for flag in meta["flags"]) or f"`{meta['metavar']}`"
         envs = ", ".join(f"`{name}`" for name in env_names(f))
         default = f.default if not isinstance(f.default, tuple) else ",".join(f.default)
+        default = "auto" if default is None and f.name in ("workers", "threads") else default
         text = meta["help"].replace("%%", "%")  # (argparse's escape)
         rows.append(f"| {flags} | {envs} | `{default}` | {text} |")
     return "\n".join(rows)

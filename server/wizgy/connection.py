@@ -41,6 +41,16 @@ DRAIN_LIMIT = 1 << 16  # unread body bytes we read and discard to keep a connect
 # bytes waits in the parser's buffer, a bigger or chunked one is read into a Spool.
 BUFFERED_BODY = 1 << 16
 SPOOL_MEMORY = 1 << 20  # a Spool's bytes in memory; past that, in a temporary file
+# Graceful stop (TERM, HUP, TTOU, --max-requests): how long a keep-alive connection
+# whose last response did not say close may still send its next request.
+DRAIN_IDLE = 1.0
+# Closing on a client that may still be sending (after an error response, or with a body
+# not read): RFC 9112 9.6 lingering close. Shut down writing (the FIN follows the
+# response), then read and discard until the client closes, LINGER_IDLE passes with
+# nothing from it, or LINGER_TIME in all; else close() on unread bytes sends a reset,
+# and a reset can destroy the response before the client has read it.
+LINGER_TIME = 2.0
+LINGER_IDLE = 1.0
 EMPTY_INPUT = InputStream(lambda size: b"")  # wsgi.input of every bodiless request
 
 
@@ -178,6 +188,8 @@ class Connection:
         self.write_behind = 0
         self.backlog: bytes | bytearray = b""
         self.paused: tuple | None = None
+        self.linger = False  # close lingering: the client may still be sending
+        self.lingering = 0.0  # a selector loop's: when its lingering ends (0: not begun)
 
     # the loop ------------------------------------------------------------------------
     def serve(self) -> None:
@@ -199,10 +211,48 @@ class Connection:
                 paused.close()  # PEP 3333: the app's close() is owed all the same
             except Exception:  # noqa: BLE001 (the app's own error, logged)
                 self.ctx.logs.error.exception("app's close() raised")
+        if self.linger:
+            self._linger()
         try:
             self.sock.close()
         except OSError:
             pass
+
+    def _linger(self) -> None:
+        """The blocking models' lingering close (LINGER_TIME at the most)."""
+        self.linger = False
+        sock = self.sock
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            end = time.monotonic() + LINGER_TIME
+            while (left := end - time.monotonic()) > 0:
+                sock.settimeout(min(left, LINGER_IDLE))
+                if not sock.recv(65536):
+                    return
+        except OSError:  # TimeoutError too: the client has gone quiet
+            pass
+
+    def start_linger(self) -> bool:
+        """A selector loop's lingering close: shut down writing now; the loop then
+        calls discard() as the client's bytes arrive. False if the socket has gone."""
+        self.linger = False
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            return False
+        self.set_nonblocking()
+        self.lingering = time.monotonic() + LINGER_TIME
+        return True
+
+    def discard(self) -> bool:
+        """Read and drop what a lingering client sent. False once it is time to close."""
+        try:
+            data = self.sock.recv(65536)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        return bool(data) and time.monotonic() < self.lingering
 
     def handle_request(self) -> bool:
         """Serve one request. Returns False when the connection must now be closed."""
@@ -295,8 +345,51 @@ class Connection:
         self.spool = self._spool_error = None
         if error is not None:
             spool.close()
+            if isinstance(error, ClientDisconnected):
+                self.left_mid_body(spool.size)
             raise error  # answered (HTTPError) or the client has gone, as in handle_request
         return InputStream(spool.read)
+
+    def _await_body(self, length: int) -> bool:
+        """The blocking models: a Content-Length body of up to BUFFERED_BODY is read
+        whole before the app runs, as the selector loops do, so that a client that
+        leaves mid-upload costs one log line, not an app call that fails on its
+        wsgi.input (a traceback and a 500 in every framework). The body must be here
+        within --timeout in all (else 408), however steadily it is dribbled: a worker
+        is not held longer for 64 KiB. False when the client left."""
+        parser = self.parser
+        deadline = time.monotonic() + (self.timeout or 3600.0)
+        try:
+            while parser.buffered < length:
+                if (remaining := deadline - time.monotonic()) <= 0:
+                    raise TimeoutError
+                self._set_timeout(remaining)
+                data = self.sock.recv(65536)
+                if not data:
+                    self.left_mid_body(parser.buffered)
+                    return False
+                parser.receive(data)
+        except TimeoutError:
+            raise HTTPError(408, "request body not received in time") from None
+        return True
+
+    def left_mid_body(self, received: int) -> None:
+        """The client closed its connection before its request's body was all here:
+        the app is not called (there is no one to answer), one line says so."""
+        request = self._request or self.pending
+        size = "chunked" if request.chunked else f"{request.content_length}-byte"
+        self.ctx.logs.error.info("client %s left %d bytes into the %s body of %s %s: "
+                                 "not passed to the app", self.info.remote_addr, received,
+                                 size, request.method, request.target)
+
+    def _idle_timeout(self) -> float | None:
+        """How long to wait for a next request to begin: --keep-alive after a response
+        (DRAIN_IDLE once a graceful stop has begun), --timeout for the first."""
+        if not self.requests:
+            return self.timeout
+        if self.ctx.stopping:
+            return min(self.keep_alive_timeout, DRAIN_IDLE)
+        return self.keep_alive_timeout
 
     def _set_timeout(self, timeout: float | None) -> None:
         if timeout != self._sock_timeout:  # settimeout() is a syscall; skip repeats
@@ -320,7 +413,7 @@ class Connection:
             if not parser.has_buffered_data and deadline is None:
                 # Waiting for a request to begin: an idle keep-alive may just end.
                 try:
-                    self._recv(self.keep_alive_timeout if self.requests else self.timeout)
+                    self._recv(self._idle_timeout())
                 except TimeoutError:
                     return None
                 continue
@@ -347,6 +440,10 @@ class Connection:
             self._body_done = True
             check = None
         elif request.chunked or request.content_length:
+            length = request.content_length
+            if length and length <= BUFFERED_BODY and self.parser.buffered < length \
+                    and not request.expect_continue and not self._await_body(length):
+                return False  # the client left mid-body: nothing to answer
             self._body_done = False
             self._body_error = None
             self._sent_continue = False
@@ -390,6 +487,7 @@ class Connection:
             keep = False  # the client left while we were answering
         except Exception as error:
             status = self._app_failed(request, resp, error)
+            self.linger = status != 0 and not self._body_done
             if logs.access_enabled and status:  # the 500 (or 4xx) is counted there too
                 logs.access(environ, status, resp.bytes_sent, time.perf_counter() - started)
             keep = False
@@ -397,12 +495,17 @@ class Connection:
             if paused is not None:  # the client is behind: go on when it catches up
                 self.paused = (paused, request, environ, resp, started, spool)
                 return True
+            # The one keep-alive decision was taken as the head went out (Response.frame:
+            # the client's wish, --keep-alive, a stop begun); a response that did not say
+            # close keeps its promise even if a stop began since: the client may be
+            # sending its next request already, and that one is answered with close.
             keep = resp.keep_alive and (self._body_done or self._finish_body())
+            if not keep and not (self._body_done and self.parser.buffered == 0):
+                self.linger = True  # the rest of its body, or more requests, may be coming
             ctx.stats.count(resp.status_code)
             if logs.access_enabled:
                 logs.access(environ, resp.status_code, resp.bytes_sent,
                             time.perf_counter() - started)
-            keep = keep and not ctx.stopping
         if spool is not None:
             spool.close()  # its temporary file, if it had one, goes now
         return keep
@@ -442,7 +545,8 @@ class Connection:
         try:
             self._send(error_response(error.status, error.message))
         except OSError:
-            pass
+            return
+        self.linger = True  # what follows the bad bytes may be on its way
 
     # the body -------------------------------------------------------------------------
     def _read_body(self, size: int, deadline: float | None = None) -> bytes:
