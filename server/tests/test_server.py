@@ -13,7 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import AVAILABLE_MODELS, connect, exchange, read_response, read_until_close, run_wizgy
+from conftest import (
+    AVAILABLE_MODELS,
+    connect,
+    exchange,
+    read_response,
+    read_until_close,
+    run_wizgy,
+    wait_for,
+)
 
 GET = b"GET %s HTTP/1.1\r\nHost: t\r\n\r\n"
 
@@ -467,11 +475,15 @@ def test_usr1_reopens_the_logs_and_hup_usr2_never_kill(model, tmp_path):
     # logrotate renames the file and sends USR1; HUP and USR2 (gunicorn's reload and
     # upgrade) are handled or refused out loud, never the default action: death.
     log = tmp_path / "access.log"
-    with run_wizgy("-k", model, "--access-logfile", str(log), "testapp:app") as srv:
+    workers = ["-w", "2"] if model in ("evloop", "prefork") else []
+    with run_wizgy("-k", model, *workers, "--access-logfile", str(log), "testapp:app") as srv:
         assert get(srv.port, b"/hello")[0] == 200
         log.rename(tmp_path / "access.log.1")
         os.kill(srv.pid, signal.SIGUSR1)
         srv.wait_for_output(r"Handling signal: usr1", timeout=5)
+        if workers:  # the master passes it on; each worker's watchdog reopens its own
+            wait_for(lambda: srv.output().count("reopened the log files") == 2,
+                     what="both workers to reopen")
         for signum in (signal.SIGUSR2, signal.SIGHUP):
             os.kill(srv.pid, signum)
             srv.wait_for_output(rf"Handling signal: {signum.name[3:].lower()}", timeout=5)
