@@ -47,7 +47,7 @@ export DESCRIBE_SERVER
 # Build through the engine's own BuildKit, without needing the buildx plugin.
 export COMPOSE_BAKE := false
 
-.PHONY: help up down logs ps test venv base build ca-bundle load clients scale bench smuggle soak clean normal \
+.PHONY: help up down logs ps test venv base build ca-bundle load clients scale bench smuggle soak clean normal admin-password doctor \
 	$(addprefix app-,$(APPS)) $(addprefix lesson-,$(LESSONS))
 
 help: ## list the targets
@@ -58,6 +58,9 @@ help: ## list the targets
 		"switch the server to that lesson and its limits, say what to watch"; done
 
 # --- the stack -------------------------------------------------------------------
+
+doctor: ## can this machine run the stack? Docker, Compose, buildx, ports, disk, ulimits: each missing thing with its fix
+	@COMPOSE="$(COMPOSE)" server/docker/doctor
 
 up: build ## build what is missing, start nginx, wizgy (APP=flask|pyramid|django) and Locust, print the URLs
 	@# A server already running with other settings (APP=django make up) is switched
@@ -118,6 +121,10 @@ NORMAL_UNSET := WIZGY_MODEL WIZGY_LESSON WIZGY_WORKERS WIZGY_THREADS WIZGY_KEEP_
 normal: ## back to the stack's defaults (app, model, limits) after a lesson, dropping no request
 	env $(addprefix -u ,$(NORMAL_UNSET)) APP=$${APP:-flask} $(SWITCH)
 	@echo "server back to normal: APP=$${APP:-flask}, $$($(COMPOSE) exec -T server python3 -c "$$DESCRIBE_SERVER")"
+
+admin-password: ## the Django admin's password (user admin; the server must run APP=django): http://127.0.0.1:8080/admin/
+	@$(COMPOSE) exec -T server cat /tmp/wizgy-admin-password 2>/dev/null || \
+		{ echo "no Django admin here: the server runs APP=$(RUNNING_APP); make app-django first" >&2; exit 1; }
 
 clients: ## the lesson client (loadtest/lesson_client.py) straight at the server: make clients CLIENTS="--max-clients 128"
 	$(COMPOSE) run --rm --no-deps --entrypoint python3 locust /opt/loadtest/lesson_client.py \
