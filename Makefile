@@ -44,9 +44,6 @@ print(f"model {s['model']} ({runs}), app {s['app']}" + (f", lesson {s['lesson']}
 endef
 export DESCRIBE_SERVER
 
-# Build through the engine's own BuildKit, without needing the buildx plugin.
-export COMPOSE_BAKE := false
-
 .PHONY: help up down logs ps test venv base build ca-bundle load clients scale bench smuggle soak clean normal admin-password doctor \
 	$(addprefix app-,$(APPS)) $(addprefix lesson-,$(LESSONS))
 
@@ -183,8 +180,8 @@ ca-bundle:
 		else : >$$dir/ca-certificates.crt; fi; \
 	done
 
-build: base ca-bundle ## build the server, nginx and Locust images (cached layers make it quick)
-	$(COMPOSE) build
+build: base ca-bundle ## build the server, nginx and Locust images (cached layers make it quick; buildx or not)
+	@COMPOSE="$(COMPOSE)" server/docker/build-images
 
 # --- tests -----------------------------------------------------------------------
 
