@@ -36,7 +36,7 @@ KEEP_APP = APP=$${APP:-$(RUNNING_APP)}
 
 # One line on what the server container runs, from its status listener.
 define DESCRIBE_SERVER
-import json, os, urllib.request
+import json, urllib.request
 s = json.load(urllib.request.urlopen("http://127.0.0.1:9000/status", timeout=5))
 runs = f"{s['workers']} workers x {s['threads']} threads" if s["workers"] is not None \
     else f"{s['threads']} threads" if s["threads"] > 1 else "one process"
@@ -111,7 +111,8 @@ $(addprefix lesson-,$(LESSONS)): lesson-%:
 	@echo "back to normal: make normal"
 
 # The stack's defaults: APP (flask unless given), model, workers, threads and limits
-# from docker-compose.yml and .env, whatever a lesson or `make scale` changed.
+# from docker-compose.yml and .env, whatever a lesson or `make scale` changed (the
+# number of replicas stays).
 NORMAL_UNSET := WIZGY_MODEL WIZGY_LESSON WIZGY_WORKERS WIZGY_THREADS WIZGY_KEEP_ALIVE \
 	WIZGY_MAX_CHILDREN SERVER_NOFILE SERVER_NPROC SERVER_PIDS_LIMIT
 
