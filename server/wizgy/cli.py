@@ -12,7 +12,7 @@ import socket
 import stat
 import sys
 
-from . import config, models, status
+from . import config, models, proctitle, status
 from .config import ConfigError, Settings
 from .connection import ServerContext
 from .log import Logs
@@ -84,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     bound = zip([*listeners, status_listener], [*settings.bind, settings.status_bind])
     ours = unix_socket_files([listener for listener, address in bound
                               if listener is not None and not address.startswith("fd://")])
+    role = status.MAIN_ROLE.get(settings.worker_model, "server")
+    proctitle.set_title(role, settings.model if role == "master" else proctitle.describe(settings))
     code = model_cls(ctx, listeners).run()
     status.stop(ctx)
     remove_socket_files(ours)

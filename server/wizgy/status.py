@@ -35,7 +35,7 @@ import signal
 import socket
 import time
 
-from . import events
+from . import events, proctitle
 from .http import NEED_DATA, HTTPError, Request, RequestParser
 from .scoreboard import COUNTERS
 
@@ -62,6 +62,7 @@ def start(ctx, status_listener: socket.socket | None, app_listeners: list) -> No
     if pid == 0:  # the status process; never returns
         code = 1
         try:
+            proctitle.set_title("status")
             for listener in app_listeners:
                 listener.close()
             pipe.close_writer()

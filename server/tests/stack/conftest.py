@@ -169,6 +169,20 @@ class Stack:
         self.started = True
         self.compose("up", "-d", "--wait", "--wait-timeout", "120", *scale_args, *services)
 
+    def make(self, *targets: str, timeout: float = 600, **env: str) -> str:
+        """`make TARGET` in the repository for this stack (its project name and ports
+        come from the environment, as for a workshop's own stack); its output."""
+        self.started = True
+        result = subprocess.run(
+            ["make", "--no-print-directory", "-C", str(REPO), *targets],
+            check=False, env={**self.env, **env}, capture_output=True, text=True,
+            timeout=timeout,
+        )  # fmt: skip
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, f"make {' '.join(targets)} exited " \
+            f"{result.returncode}:\n{output[-4000:]}"
+        return output
+
     def down(self) -> None:
         if self.started:
             self.compose("down", "-v", "--remove-orphans", "--timeout", "5", check=False)
