@@ -195,9 +195,18 @@ class Stack:
         path.write_text(ps.stdout + "\n" + logs.stdout + logs.stderr)
         return path
 
-    def exec(self, service: str, script: str, index: int = 1) -> str:
-        """Run a bash script in a running container; its stdout."""
-        return self.compose("exec", "-T", f"--index={index}", service, "bash", "-c", script).stdout
+    def exec(self, service: str, script: str, replica: int = 0) -> str:
+        """Run a bash script in a running container of `service` (the oldest running
+        replica first: after a switch, the server's container #1 is gone and #2 runs);
+        its stdout."""
+        names = self.compose("ps", "--format", "{{.Name}}", service).stdout.split()
+        names.sort(key=lambda name: int(name.rsplit("-", 1)[1]))
+        result = subprocess.run(["docker", "exec", "-i", names[replica], "bash", "-c", script],
+                                check=False, capture_output=True, text=True, timeout=300)
+        if result.returncode != 0:
+            raise AssertionError(f"docker exec {names[replica]} bash -c {script!r} exited "
+                                 f"{result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        return result.stdout
 
     def run_python(self, service: str, code: str, *, timeout: float = 120) -> str:
         """Run Python in a fresh container of `service` on the stack's network."""
