@@ -35,15 +35,22 @@ def test_an_aborted_upload_is_one_info_line_and_never_reaches_the_app(model):
             sock.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
                          b"\r\n5\r\nhello\r\n")
             time.sleep(0.1)
+        with connect(srv.port) as sock:  # after Expect: 100-continue (curl's large POSTs)
+            sock.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n"
+                         b"Expect: 100-continue\r\n\r\n")
+            assert sock.recv(4096) == b"HTTP/1.1 100 Continue\r\n\r\n"
+            sock.sendall(b"abc")
+            time.sleep(0.1)
         with connect(srv.port) as sock:  # and the server goes on serving
             sock.sendall(HELLO)
             assert read_response(sock)[0] == 200
         lines = wait_for(lambda: len(re.findall(r"\[INFO\] .*left \d+ bytes into", srv.output()))
-                         == 4 and srv.output(), what="four INFO lines")
+                         == 5 and srv.output(), what="five INFO lines")
         assert "Traceback" not in lines, lines
         assert "Exception on" not in lines, lines
         found = re.findall(r"left (\d+) bytes into the (\d+)-byte body of POST /echo", lines)
-        assert sorted(found) == sorted([("3", "100"), ("4096", "8192"), ("0", "65536")])
+        assert sorted(found) == sorted([("3", "100"), ("4096", "8192"), ("0", "65536"),
+                                        ("3", "100")])
         assert "left 5 bytes into the chunked body of POST /echo" in lines
 
 
@@ -76,9 +83,12 @@ def send_then_read(port: int, head: bytes, junk: int) -> tuple[bytes, str]:
     return b"".join(chunks), end
 
 
-@pytest.mark.parametrize("model", AVAILABLE_MODELS)
-@pytest.mark.parametrize("case", ["bad-head", "unread-body"])
-def test_closing_after_an_error_lingers_so_the_client_reads_it(model, case):
+BLOCKING = [m for m in AVAILABLE_MODELS if m in ("iterative", "fork", "prefork")]
+
+
+@pytest.mark.parametrize(("case", "model"), [("bad-head", m) for m in AVAILABLE_MODELS]
+                         + [("unread-body", m) for m in BLOCKING])  # (selector models
+def test_closing_after_an_error_lingers_so_the_client_reads_it(model, case):  # read it all)
     """RFC 9112 9.6: shut down writing, read and discard what the client still sends
     for a bounded time, then close, so that the kernel sends FIN, not RST."""
     with run_wizgy("-k", model, "testapp:app") as srv:
@@ -128,3 +138,49 @@ def test_with_no_flags_a_slow_request_and_a_slow_reader_stall_nobody(args):
                 slow.recv(65536)
                 waits.append(hello_latency(srv.port))
             assert max(waits) < 0.5, waits
+
+
+@pytest.mark.parametrize("model", ["evloop", "threaded"])
+def test_a_trickled_expect_100_continue_body_stalls_nobody(model):
+    """Issue 17 probe: after Expect: 100-continue the app read the body as it came,
+    inline, so 5 clients trickling a byte every few seconds stalled every evloop
+    worker of the default command (4 did -k threaded). The server asks for the body
+    itself now and reads it parked, as any other."""
+    args = ["-w", "1"] if model == "evloop" else ["--threads", "1"]
+    with run_wizgy("-k", model, *args, "testapp:app") as srv:
+        tricklers = []
+        try:
+            for _ in range(3):
+                sock = connect(srv.port, timeout=10)
+                tricklers.append(sock)
+                sock.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n"
+                             b"Expect: 100-continue\r\n\r\n")
+                assert sock.recv(4096) == b"HTTP/1.1 100 Continue\r\n\r\n"
+                sock.sendall(b"x")
+            waits = []
+            for _ in range(3):
+                time.sleep(0.3)
+                for sock in tricklers:
+                    sock.sendall(b"x")
+                waits.append(hello_latency(srv.port))
+            assert max(waits) < 0.5, waits
+        finally:
+            for sock in tricklers:
+                sock.close()
+
+
+def test_a_request_that_came_while_the_loop_was_busy_is_not_expired():
+    """Issue 17 probe: one request in the app longer than --keep-alive, and the evloop
+    worker, back in its loop, closed the keep-alive connections whose deadline had
+    passed meanwhile: with the next request of each unread in the kernel (a reset;
+    27 of 40 connections with the default command and /sleep?s=5)."""
+    with run_wizgy("-k", "evloop", "-w", "1", "--keep-alive", "1", "testapp:app") as srv:
+        with connect(srv.port, timeout=10) as idle, connect(srv.port, timeout=10) as slow:
+            idle.sendall(HELLO)
+            assert read_response(idle)[2] == b"Hello, World!\n"
+            slow.sendall(b"GET /sleep?s=2.5 HTTP/1.1\r\nHost: t\r\n\r\n")
+            time.sleep(0.5)  # the worker is in the app now
+            idle.sendall(HELLO)  # within --keep-alive, while the loop cannot read it
+            status, _, body = read_response(idle, timeout=10)
+            assert (status, body) == (200, b"Hello, World!\n")
+            assert read_response(slow, timeout=10)[2] == b"slept 2.5\n"

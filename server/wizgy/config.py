@@ -93,10 +93,12 @@ class Settings:
              "workers running iterative and threaded."))
     backlog: int = field(default=2048, metadata=option(
         "--backlog", type=positive, help="Pending connections the kernel queues (listen())."))
-    keep_alive: float = field(default=5.0, metadata=option(
+    keep_alive: float = field(default=None, metadata=option(  # type: ignore[assignment]
         "--keep-alive", type=seconds, metavar="SECONDS",
         help="How long an idle keep-alive connection is kept open. 0 disables keep-alive "
-             "(every response closes its connection, as gunicorn's sync workers do)."))
+             "(every response closes its connection, as gunicorn's sync workers do). "
+             "Default: 5; 0 for the one-thread models (iterative, prefork/sync without "
+             "--threads), where an idle keep-alive client would hold the whole worker."))
     timeout: float = field(default=30.0, metadata=option(
         "-t", "--timeout", type=seconds, metavar="SECONDS",
         help="Time for a request head to arrive and for each read and write; prefork "
@@ -183,6 +185,10 @@ class Settings:
             object.__setattr__(self, "workers", default_workers() if prefork else 1)
         if self.threads is None:
             object.__setattr__(self, "threads", 4 if self.model in ("threaded", "gthread") else 1)
+        if self.keep_alive is None:
+            one_thread = self.model == "iterative" or \
+                self.model in ("prefork", "sync") and self.threads == 1
+            object.__setattr__(self, "keep_alive", 0.0 if one_thread else 5.0)
 
     @property
     def worker_model(self) -> str:
@@ -338,7 +344,8 @@ def markdown_table() -> str:
         flags = ", ".join(f"`{flag}`" for flag in meta["flags"]) or f"`{meta['metavar']}`"
         envs = ", ".join(f"`{name}`" for name in env_names(f))
         default = f.default if not isinstance(f.default, tuple) else ",".join(f.default)
-        default = "auto" if default is None and f.name in ("workers", "threads") else default
+        default = "auto" if default is None and f.name in ("workers", "threads",
+                                                           "keep_alive") else default
         text = meta["help"].replace("%%", "%")  # (argparse's escape)
         rows.append(f"| {flags} | {envs} | `{default}` | {text} |")
     return "\n".join(rows)

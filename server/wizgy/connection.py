@@ -302,15 +302,34 @@ class Connection:
         """For a selector loop: can the pending request be served without waiting on
         its body? A Content-Length body of up to 64 KiB must all be in the parser's
         buffer; a bigger or chunked one is taken out of it into the spool, and must
-        have ended. Not one after Expect: 100-continue: that client waits for the app
-        to ask for it. A bad body is ready too: it is answered when served."""
+        have ended. After Expect: 100-continue the server asks for the body itself
+        (_answer_expect). A bad body is ready too: it is answered when served."""
         request = self.pending
         length = request.content_length
-        if request.expect_continue or not (length or request.chunked):
+        if not (length or request.chunked):
             return True
+        if request.expect_continue:
+            self._answer_expect(request)
         if length and length <= BUFFERED_BODY:
             return self.parser.buffered >= length
         return self._spool()
+
+    def _answer_expect(self, request: Request) -> None:
+        """Expect: 100-continue on a body the server reads before the app runs: the
+        server asks for it now (RFC 9110 10.1.1 lets it), as waitress does. Were the app
+        to ask, a client trickling the body would hold the app, and so an evloop worker
+        and everyone on it, and one leaving mid-body would reach the app as an error.
+        Answered, the expectation is gone: the rest treats it as any body."""
+        self._send(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.expect_continue = False
+
+    def has_unread_bytes(self) -> bool:
+        """For a selector loop about to close an idle connection: did a request arrive
+        that the loop has not read yet (it was busy in the app past the deadline)?"""
+        try:
+            return bool(self.sock.recv(1, socket.MSG_PEEK))
+        except OSError:  # BlockingIOError: nothing there
+            return False
 
     def _spool(self) -> bool:
         """Take what the parser holds of the body into the spool. True once the body
@@ -441,9 +460,11 @@ class Connection:
             check = None
         elif request.chunked or request.content_length:
             length = request.content_length
-            if length and length <= BUFFERED_BODY and self.parser.buffered < length \
-                    and not request.expect_continue and not self._await_body(length):
-                return False  # the client left mid-body: nothing to answer
+            if length and length <= BUFFERED_BODY and self.parser.buffered < length:
+                if request.expect_continue:
+                    self._answer_expect(request)
+                if not self._await_body(length):
+                    return False  # the client left mid-body: nothing to answer
             self._body_done = False
             self._body_error = None
             self._sent_continue = False

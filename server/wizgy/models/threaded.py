@@ -213,6 +213,10 @@ class ThreadedModel(Model):
     def expire_parked(self, now: float) -> None:
         for conn, deadline in list(self.parked.items()):
             if deadline <= now:
+                if not (conn.request_begun or conn.backlog or conn.lingering) \
+                        and conn.has_unread_bytes():  # (in the kernel: the loop was busy)
+                    self.parked[conn] = now + (self.ctx.settings.timeout or 3600.0)
+                    continue  # not idle after all: read_parked() takes it next
                 self.unpark(conn)
                 if conn.backlog or conn.lingering:
                     pass  # took nothing of its responses for --timeout, or lingered: close
