@@ -383,6 +383,10 @@ def test_live_view_shows_what_proc_shows():
         assert (shown["model"], shown["lesson"]) == ("fork", "no-reap")
         assert shown["numbers"]["zombies"] == "4" == str(len(zombies_of(server.pid)))
         assert shown["numbers"]["requests"] == "4"
+        assert re.fullmatch(r"\d+%", shown["numbers"]["worker CPU"]), shown["numbers"]
+        assert shown["totalsLabel"] == "all 1 replica"
+        assert shown["totals"]["zombies"] == "4" and shown["totals"]["5xx/s"] == "0.0"
+        assert "CPU (% of one core)" in shown["charts"]
         nofile = proc_limit(server.pid, "Max open files")
         assert shown["numbers"]["open fds"] == f"{open_fds(server.pid)} / {nofile}"
         rows = {int(cells[0]): cells for cells in shown["rows"]}
