@@ -373,6 +373,7 @@ def summarise(options, results: list[dict], forked: int, elapsed: float) -> dict
         "path": options.path,
         "clients": options.max_clients,
         "conns_per_client": options.max_conns,
+        "wait": options.wait,
         "total": options.max_clients * options.max_conns,
         **{outcome: counts[outcome] for outcome in OUTCOMES},
         # the two sums earlier versions reported: a 2xx, and no complete exchange in time
@@ -507,6 +508,8 @@ def print_report(summary: dict) -> None:
     print(f"finished in {summary['elapsed']:.2f}s: "
           + ("as the lesson predicts" if summary["as_predicted"] else
              "NOT as the lesson predicts (the server or this kit failed another way)"))
+    if not summary["as_predicted"] and summary["hung"]:
+        print(f"  (a busy machine may need more than --wait {summary['wait']:g} s per connection)")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
