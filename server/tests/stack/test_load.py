@@ -69,6 +69,10 @@ def test_a_running_swarm_follows_the_server_to_another_app(stack):
     stack.up()
     wait_for(lambda: stats(stack).get("worker_count", 0) >= 1, "a Locust worker connected")
     master = stack.compose("ps", "-q", "locust").stdout.strip()
+    with urllib.request.urlopen(f"http://127.0.0.1:{stack.locust_port}/", timeout=10) as ui:
+        page = ui.read().decode()
+    assert re.search(r'"show_userclass_picker"\s*:\s*true', page), page[-2000:]
+    assert '"AppUser"' in page and '"HammerUser"' in page  # the classes offered
     swarm(stack, 8, "AppUser")
     wait_for(lambda: (r := row(stats(stack), "/hello")) and r["num_requests"] > 0,
              "requests from the swarm")
