@@ -109,7 +109,7 @@ load: ## Locust headless through nginx for DURATION: HTML report + CSV in test-a
 LOCUST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 STRESS_USERS ?= 48
 
-stress: ## HammerUser (no wait) through nginx for DURATION, LOCUST_WORKERS Locust processes (one per core): the server's workers at full CPU; report in test-artifacts/stress
+stress: ## HammerUser (no wait) through nginx for DURATION with LOCUST_WORKERS Locust processes (one per core), then the server workers' CPU over the run; report in test-artifacts/stress
 	@mkdir -p $(ARTIFACTS)/stress && chmod 0777 $(ARTIFACTS)/stress
 	$(COMPOSE) run --rm --no-deps -v "$(CURDIR)/$(ARTIFACTS)/stress:/out" locust \
 		--headless --processes $(LOCUST_WORKERS) --users $(STRESS_USERS) --spawn-rate $(STRESS_USERS) \

@@ -7,7 +7,7 @@ Two kinds of user (in the web UI's class picker, or named at the end of the comm
 LOCUST_USER_CLASSES, set to AppUser in the Locust image, is the default there):
   AppUser     a visitor browsing every route, 0.5-2 s between requests: a live demo
   HammerUser  FastHttpUser with no wait: /hello, /stream and /echo as fast as the
-              server answers (`make stress`), to saturate the server's workers
+              server answers (`make stress`): the server, not the users, sets the pace
 
 Which app runs is learnt from the server, not configured: the /wizgy/status report
 nginx serves names it (`app`), read at most every STATUS_EVERY seconds, so a swarm
