@@ -31,6 +31,7 @@ from collections import deque
 from collections.abc import Callable
 
 from . import http
+from .compat import TIMEOUT
 from .http import NEED_DATA, ClientDisconnected, HTTPError, Request, RequestParser
 from .wsgi import AppError, InputStream, Response, ServerInfo, build_environ, error_response, \
     resume, run_app
@@ -220,7 +221,7 @@ class Connection:
         except HTTPError as error:
             self.refuse(error)
             return False
-        except (ClientDisconnected, ConnectionError, TimeoutError) as error:
+        except (ClientDisconnected, ConnectionError, *TIMEOUT) as error:
             self.ctx.logs.error.debug("connection from %s closed: %s", self.info.remote_addr,
                                       error or type(error).__name__)
             return False
@@ -286,7 +287,7 @@ class Connection:
         try:
             while not self._spool():
                 self._recv(self.timeout)
-        except TimeoutError:
+        except TIMEOUT:
             self._spool_error = HTTPError(408, "request body not received in time")
 
     def _spooled_input(self) -> InputStream:
@@ -320,7 +321,7 @@ class Connection:
                 # Waiting for a request to begin: an idle keep-alive may just end.
                 try:
                     self._recv(self.keep_alive_timeout if self.requests else self.timeout)
-                except TimeoutError:
+                except TIMEOUT:
                     return None
                 continue
             if deadline is None and self.timeout:
@@ -330,7 +331,7 @@ class Connection:
                 raise HTTPError(408, "request head not received in time")
             try:
                 self._recv(remaining)
-            except TimeoutError:
+            except TIMEOUT:
                 raise HTTPError(408, "request head not received in time") from None
 
     # one request ------------------------------------------------------------------------
@@ -385,7 +386,7 @@ class Connection:
                 paused = run_app(ctx.app, environ, resp, self._sendfile, behind)
             else:
                 paused = resume(paused, resp, behind)
-        except (ConnectionError, TimeoutError):
+        except (ConnectionError, *TIMEOUT):
             keep = False  # the client left while we were answering
         except Exception as error:
             status = self._app_failed(request, resp, error)
@@ -477,7 +478,7 @@ class Connection:
         except HTTPError as error:
             self._body_error = error
             raise
-        except TimeoutError:  # the app waited --timeout for the next of the body
+        except TIMEOUT:  # the app waited --timeout for the next of the body
             if deadline is not None:
                 raise  # draining after the response: just close
             self._body_error = HTTPError(408, "request body not received in time")

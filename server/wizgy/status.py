@@ -36,6 +36,7 @@ import socket
 import time
 
 from . import events
+from .compat import TIMEOUT
 from .http import NEED_DATA, HTTPError, Request, RequestParser
 from .scoreboard import COUNTERS
 
@@ -373,7 +374,7 @@ def read_request(sock: socket.socket) -> Request | None:
             return None
         try:
             parser.receive(sock.recv(8192))
-        except TimeoutError:
+        except TIMEOUT:
             raise HTTPError(408, "request head not received in time") from None
 
 
