@@ -59,16 +59,25 @@ def start(ctx, status_listener: socket.socket | None, app_listeners: list) -> No
         return
     pipe = events.EventPipe()
     main_pid = os.getpid()
+    # A signal sent to the whole group (Ctrl-C, kill -HUP -PGID) is the server's: held
+    # back over fork() until the status process ignores it, else one arriving that early
+    # (a slow start, as on PyPy) would kill the status process.
+    group_signals = {getattr(signal, name) for name in IGNORED_SIGNALS}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, group_signals)
     pid = os.fork()
     if pid == 0:  # the status process; never returns
         code = 1
         try:
+            for signum in group_signals:
+                signal.signal(signum, signal.SIG_IGN)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             for listener in app_listeners:
                 listener.close()
             pipe.close_writer()
             code = StatusProcess(ctx, status_listener, pipe.read_fd, main_pid).run()
         finally:
             os._exit(code)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     status_listener_url = url_of(status_listener)
     status_listener.close()
     pipe.close_reader()
@@ -284,8 +293,6 @@ class StatusProcess:
         self.last: dict | None = None  # the previous sample, to notice changes
 
     def run(self) -> int:
-        for name in IGNORED_SIGNALS:
-            signal.signal(getattr(signal, name), signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         self.listener.setblocking(False)
         self.events.add("status started", pid=self.pid)
