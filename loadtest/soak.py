@@ -63,6 +63,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=4, help="--threads for threaded, gthread")
     parser.add_argument("--app", choices=sorted(APPS), default="flask")
     parser.add_argument("--json", type=Path, help="write every sample and verdict here")
+    parser.add_argument("--python", default=sys.executable,
+                        help="interpreter that runs wizgy, e.g. a PyPy venv's (default: this "
+                        "one; Locust always runs on this one)")
     args = parser.parse_args(argv)
     args.models = list(ALL_MODELS) if args.models == "all" else args.models.split(",")
     unknown = set(args.models) - set(ALL_MODELS)
@@ -80,7 +83,7 @@ class Server:
     def __init__(self, model: str, args: argparse.Namespace, tmp: Path) -> None:
         app, directory, _ = APPS[args.app]
         self.log_path = tmp / f"wizgy-{model}.log"
-        cmd = [sys.executable, "-m", "wizgy", "-b", "127.0.0.1:0",
+        cmd = [args.python, "-m", "wizgy", "-b", "127.0.0.1:0",
                "--status-bind", "127.0.0.1:0", "-k", model, "-w", str(args.workers),
                "--threads", str(args.threads), "--keep-alive", str(KEEP_ALIVE),
                "--chdir", str(directory), app]

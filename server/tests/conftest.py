@@ -10,6 +10,7 @@ the whole group if it lingers, so no test leaves a process behind even on failur
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import shutil
@@ -30,11 +31,30 @@ REPO = SERVER.parent
 APPS = REPO / "apps"
 TEST_APPS = TESTS / "apps"
 
+# The interpreter that runs the server (and wizgy's other commands): this one, or the
+# one WIZGY_TEST_PYTHON names. `make test-pypy` runs this suite on CPython with the
+# server on PyPy: the clients (requests, Locust) stay where they are fastest.
+SERVER_PYTHON = os.path.abspath(os.environ.get("WIZGY_TEST_PYTHON") or sys.executable)
+
+
+@functools.lru_cache(maxsize=1)
+def server_implementation() -> str:
+    """platform.python_implementation() of SERVER_PYTHON: "CPython" or "PyPy"."""
+    return subprocess.run([SERVER_PYTHON, "-c", "import platform; print("
+                           "platform.python_implementation(), platform.python_version())"],
+                          capture_output=True, text=True, check=True).stdout.split()[0]
+
 # Every model; behaviour tests are written once and parametrised over these.
 MODELS = ["iterative", "threaded", "evloop", "fork", "prefork"]
 AVAILABLE_MODELS = [m for m in MODELS if (SERVER / "wizgy" / "models" / f"{m}.py").exists()]
 
 LISTENING = re.compile(r"Listening at: http://(?:127\.0\.0\.1|0\.0\.0\.0):(\d+)")
+
+
+def pytest_report_header(config) -> str:
+    version = subprocess.run([SERVER_PYTHON, "-c", "import sys; print(sys.version)"],
+                             capture_output=True, text=True, check=False).stdout
+    return f"server interpreter: {SERVER_PYTHON}: {' '.join(version.split())}"
 
 
 class Server:
@@ -85,7 +105,7 @@ def run_wizgy(*args: str, env: dict | None = None, cwd=None, bind: bool = True,
     full_env = {**os.environ, "PYTHONPATH": f"{SERVER}:{TEST_APPS}:{APPS}",
                 "PYTHONUNBUFFERED": "1"}
     full_env.update(env or {})
-    cmd = [sys.executable, "-m", "wizgy", *(["-b", "127.0.0.1:0"] if bind else []), *args]
+    cmd = [SERVER_PYTHON, "-m", "wizgy", *(["-b", "127.0.0.1:0"] if bind else []), *args]
     with tempfile.TemporaryDirectory(prefix="wizgy-test-") as tmp:
         log_path = Path(tmp) / "server.log"
         with open(log_path, "wb") as log:

@@ -13,7 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import AVAILABLE_MODELS, connect, exchange, read_response, read_until_close, run_wizgy
+from conftest import (
+    AVAILABLE_MODELS,
+    connect,
+    exchange,
+    read_response,
+    read_until_close,
+    run_wizgy,
+    wait_for,
+)
 
 GET = b"GET %s HTTP/1.1\r\nHost: t\r\n\r\n"
 
@@ -472,6 +480,10 @@ def test_usr1_reopens_the_logs_and_hup_usr2_never_kill(model, tmp_path):
         log.rename(tmp_path / "access.log.1")
         os.kill(srv.pid, signal.SIGUSR1)
         srv.wait_for_output(r"Handling signal: usr1", timeout=5)
+        # A prefork worker reopens from its watchdog thread, within a second of the
+        # master's USR1: from then on what it answers goes to the new file.
+        wait_for(lambda: get(srv.port, b"/hello")[0] == 200 and "/hello" in read(log),
+                 timeout=5, what="the worker writing to the reopened log")
         for signum in (signal.SIGUSR2, signal.SIGHUP):
             os.kill(srv.pid, signum)
             srv.wait_for_output(rf"Handling signal: {signum.name[3:].lower()}", timeout=5)
@@ -482,6 +494,10 @@ def test_usr1_reopens_the_logs_and_hup_usr2_never_kill(model, tmp_path):
     assert "USR2" in output.upper() and ("not supported" in output), output
     assert '"GET /environ HTTP/1.1" 200' in wait_for_text(log, "/environ")
     assert "/environ" not in (tmp_path / "access.log.1").read_text()
+
+
+def read(path) -> str:
+    return path.read_text() if path.exists() else ""
 
 
 def wait_for_text(path, text: str, timeout: float = 5.0) -> str:
