@@ -29,10 +29,12 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import re
 import select
 import signal
 import socket
+import sys
 import time
 
 from . import events
@@ -165,6 +167,15 @@ def descendants(pid: int, skip: int | None) -> list[tuple[int, int]]:
 
 
 # the report ----------------------------------------------------------------------------
+def runtime() -> str:
+    """The interpreter serving: "CPython 3.13.5", or PyPy's own release and the Python
+    version it implements, "PyPy 7.3.19 (Python 3.10)"."""
+    if sys.implementation.name == "pypy":
+        release = ".".join(map(str, sys.pypy_version_info[:3]))
+        return f"PyPy {release} (Python {sys.version_info[0]}.{sys.version_info[1]})"
+    return f"{platform.python_implementation()} {platform.python_version()}"
+
+
 def snapshot(settings, board, main_pid: int, status_pid: int, started: float,
              recent: list[dict]) -> dict:
     """Everything /status says, read now."""
@@ -184,6 +195,7 @@ def snapshot(settings, board, main_pid: int, status_pid: int, started: float,
         "time": round(time.time(), 3),
         "uptime_seconds": round(time.monotonic() - started, 1),
         "model": settings.model,
+        "runtime": runtime(),
         "lesson": settings.lesson,
         "app": settings.app,
         "workers": sum(p["role"] == "worker" for p in children) if model == "prefork" else None,
@@ -257,8 +269,8 @@ PER_PROCESS = (  # (process key, metric name, type, help)
 
 def metrics(report: dict) -> str:
     """The report in the Prometheus text exposition format (version 0.0.4)."""
-    info = {k: report[k] or "" for k in ("model", "lesson", "app", "hostname")}
-    lines = ["# HELP wizgy_info The server's model, lesson, app and host.",
+    info = {k: report[k] or "" for k in ("model", "runtime", "lesson", "app", "hostname")}
+    lines = ["# HELP wizgy_info The server's model, runtime, lesson, app and host.",
              "# TYPE wizgy_info gauge", f"wizgy_info{{{labels(info)}}} 1"]
     for key, name, kind, text in METRICS:
         value = report[key]
