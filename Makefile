@@ -13,7 +13,7 @@ COMPOSE ?= docker compose
 PYTHON ?= python3
 VENV := .venv
 ARTIFACTS ?= test-artifacts
-LESSONS := keep-duplicate-fds no-reap reap-once
+LESSONS := keep-duplicate-fds no-reap reap-once part1 part2
 APPS := flask pyramid django
 
 CLIENTS ?= --max-clients 128
@@ -45,20 +45,38 @@ RUNNING_APP = $$(docker inspect -f '{{range .Config.Env}}{{println .}}{{end}}' \
 	$$($(COMPOSE) ps -q server 2>/dev/null | head -n1) 2>/dev/null | sed -n 's/^APP=//p')
 KEEP_APP = APP=$${APP:-$(RUNNING_APP)}
 
-# Build through the engine's own BuildKit, without needing the buildx plugin.
-export COMPOSE_BAKE := false
+# One line on what the server container runs, from its status listener.
+define DESCRIBE_SERVER
+import json, urllib.request
+s = json.load(urllib.request.urlopen("http://127.0.0.1:9000/status", timeout=5))
+runs = f"{s['workers']} workers x {s['threads']} threads" if s["workers"] is not None \
+    else f"{s['threads']} threads" if s["threads"] > 1 else "one process"
+print(f"model {s['model']} ({runs}), app {s['app']}" + (f", lesson {s['lesson']}" if s["lesson"] else ""))
+endef
+export DESCRIBE_SERVER
 
-.PHONY: help up down logs ps test venv base build ca-bundle load clients scale bench smuggle soak clean \
+.PHONY: help up down logs ps test venv base build ca-bundle load clients scale bench smuggle soak clean normal admin-password doctor \
 	$(addprefix app-,$(APPS)) $(addprefix lesson-,$(LESSONS))
 
 help: ## list the targets
-	@grep -hE '^[a-z][a-z -]*:.*## ' $(MAKEFILE_LIST) | \
+	@grep -hE '^[a-z][a-z0-9 -]*:.*## ' $(MAKEFILE_LIST) | \
 		awk -F':.*## ' '{ n = split($$1, names, " "); \
 			for (i = 1; i <= n; i++) printf "  %-26s %s\n", names[i], $$2 }'
+	@for lesson in $(LESSONS); do printf "  %-26s %s\n" lesson-$$lesson \
+		"switch the server to that lesson and its limits, say what to watch"; done
 
 # --- the stack -------------------------------------------------------------------
 
+doctor: ## can this machine run the stack? Docker, Compose, buildx, ports, disk, ulimits: each missing thing with its fix
+	@COMPOSE="$(COMPOSE)" server/docker/doctor
+
 up: build ## build what is missing, start nginx, wizgy (APP=flask|pyramid|django) and Locust, print the URLs
+	@# A server already running with other settings (APP=django make up) is switched
+	@# without dropping a request, and Locust (which never sees APP) keeps running.
+	@running=$$($(COMPOSE) ps -q server 2>/dev/null | head -n1); \
+	if [ -n "$$running" ] && [ "$$($(COMPOSE) config --hash server | cut -d' ' -f2)" != \
+		"$$(docker inspect -f '{{index .Config.Labels "com.docker.compose.config-hash"}}' $$running)" ]; \
+	then $(SWITCH); fi
 	$(COMPOSE) up -d --wait
 	@$(MAKE) --no-print-directory urls
 
@@ -68,6 +86,7 @@ urls:
 	@echo "  app (through nginx)   http://127.0.0.1:$(NGINX_PORT)/"
 	@echo "  server status         http://127.0.0.1:$(NGINX_PORT)/wizgy/status   (RUNTIME=$(RUNTIME))"
 	@echo "  Locust                http://127.0.0.1:$(LOCUST_PORT)/"
+	@echo "  server                $$($(COMPOSE) exec -T server python3 -c "$$DESCRIBE_SERVER" 2>/dev/null || echo '(not running)')"
 	@echo
 
 down: ## stop and remove the stack's containers and network
@@ -79,21 +98,45 @@ logs: ## follow the logs of every service
 ps: ## the stack's containers, their health and ports
 	$(COMPOSE) ps
 
-app-flask app-pyramid app-django: app-%: ## restart the server on that app (flask, pyramid, django)
-	APP=$* $(COMPOSE) up -d --no-deps --force-recreate --wait server
+# Every switch of the running server (an app, a lesson, back to normal) goes through
+# server/docker/switch-server: the new container must be healthy before nginx moves to
+# it, and the old one finishes its requests before it stops. No request fails.
+SWITCH = COMPOSE="$(COMPOSE)" server/docker/switch-server
+
+app-flask app-pyramid app-django: app-%: ## switch the server to that app (flask, pyramid, django), dropping no request
+	APP=$* $(SWITCH)
 	@echo "server now runs APP=$*: http://127.0.0.1:$(NGINX_PORT)/hello"
 
-# Each lesson: the fork model with one bug, and the limits that make the bug bite.
+# Each lesson: the fork model (unless LESSON_ENV says another) with one bug, and the
+# limits that make the bug bite. A lesson added to LESSONS gets its lesson-NAME
+# target, and its notes from a [NAME] section of server/docker/lesson-notes.
 lesson-keep-duplicate-fds: LESSON_ENV := SERVER_NOFILE=256
 lesson-no-reap: LESSON_ENV := SERVER_NPROC=64 SERVER_PIDS_LIMIT=128
 lesson-reap-once: LESSON_ENV :=
+# Parts 1 and 2: the labs' small servers (server/labs/) instead of wizgy, same port.
+lesson-part1: LESSON_SERVER := server/labs/part1/webserver1.py, not wizgy
+lesson-part2: LESSON_SERVER := server/labs/part2/webserver2.py, not wizgy
 
-lesson-keep-duplicate-fds lesson-no-reap lesson-reap-once: lesson-%: ## restart the server as fork with that lesson and its ulimits, say what to watch
-	$(KEEP_APP) $(LESSON_ENV) WIZGY_MODEL=fork WIZGY_LESSON=$* $(COMPOSE) up -d --no-deps --force-recreate --wait server
-	@echo "lesson $*: model fork, $(or $(LESSON_ENV),default limits)"
+$(addprefix lesson-,$(LESSONS)): lesson-%:
+	$(KEEP_APP) WIZGY_MODEL=fork $(LESSON_ENV) WIZGY_LESSON=$* $(SWITCH)
+	@echo "lesson $*: $(or $(LESSON_SERVER),model fork), $(or $(LESSON_ENV),default limits)"
 	@awk -v want='[$*]' '/^\[/ { on = ($$0 == want); next } on' server/docker/lesson-notes | \
 		sed 's/NGINX_PORT/$(NGINX_PORT)/g'
-	@echo "back to normal: make app-$$($(KEEP_APP); echo $${APP:-flask})"
+	@echo "back to normal: make normal"
+
+# The stack's defaults: APP (flask unless given), model, workers, threads and limits
+# from docker-compose.yml and .env, whatever a lesson or `make scale` changed (the
+# number of replicas stays).
+NORMAL_UNSET := WIZGY_MODEL WIZGY_LESSON WIZGY_WORKERS WIZGY_THREADS WIZGY_KEEP_ALIVE \
+	WIZGY_MAX_CHILDREN SERVER_NOFILE SERVER_NPROC SERVER_PIDS_LIMIT
+
+normal: ## back to the stack's defaults (app, model, limits) after a lesson, dropping no request
+	env $(addprefix -u ,$(NORMAL_UNSET)) APP=$${APP:-flask} $(SWITCH)
+	@echo "server back to normal: APP=$${APP:-flask}, $$($(COMPOSE) exec -T server python3 -c "$$DESCRIBE_SERVER")"
+
+admin-password: ## the Django admin's password (user admin; the server must run APP=django): http://127.0.0.1:8080/admin/
+	@$(COMPOSE) exec -T server cat /tmp/wizgy-admin-password 2>/dev/null || \
+		{ echo "no Django admin here: the server runs APP=$(RUNNING_APP); make app-django first" >&2; exit 1; }
 
 clients: ## the lesson client (loadtest/lesson_client.py) straight at the server: make clients CLIENTS="--max-clients 128"
 	$(COMPOSE) run --rm --no-deps --entrypoint python3 locust /opt/loadtest/lesson_client.py \
@@ -124,9 +167,11 @@ smuggle: ## the smuggling lab: the invalid corpus sent to wizgy, gunicorn and wa
 SOAK_DURATION ?= 600
 SOAK_MODELS ?= all
 
-soak: venv ## 10 minutes of mixed Locust load on each model (SOAK_MODELS=evloop,fork SOAK_DURATION=60): RSS and descriptors flat, no zombies, no errors; JSON in test-artifacts/soak
+SOAK_ARGS ?=
+
+soak: venv ## 10 minutes of mixed Locust load on each model (SOAK_MODELS=evloop,fork SOAK_DURATION=60; reloads under load: SOAK_ARGS="--hup-every 5 --ttin-ttou-every 5"): RSS and descriptors flat, no zombies, no errors; JSON in test-artifacts/soak
 	@mkdir -p $(ARTIFACTS)/soak
-	$(VENV)/bin/python loadtest/soak.py --models $(SOAK_MODELS) --duration $(SOAK_DURATION) --json $(ARTIFACTS)/soak/soak.json
+	$(VENV)/bin/python loadtest/soak.py --models $(SOAK_MODELS) --duration $(SOAK_DURATION) $(SOAK_ARGS) --json $(ARTIFACTS)/soak/soak.json
 
 clean: ## remove this project's containers, networks, volumes and images (not the Debian base)
 	$(COMPOSE) down --rmi all --volumes --remove-orphans
@@ -152,8 +197,8 @@ ca-bundle:
 		else : >$$dir/ca-certificates.crt; fi; \
 	done
 
-build: base ca-bundle ## build the server, nginx and Locust images (cached layers make it quick)
-	$(COMPOSE) build
+build: base ca-bundle ## build the server, nginx and Locust images (cached layers make it quick; buildx or not)
+	@COMPOSE="$(COMPOSE)" server/docker/build-images
 
 # --- tests -----------------------------------------------------------------------
 

@@ -16,7 +16,13 @@ again. The checks, after --warmup seconds:
   zombies    none at rest, and none seen in two samples running (a child is
              a zombie for a moment between exit and reaping; more is a reaping bug)
   errors     no Locust failure, no 5xx, no traceback in the server log, and no
-             worker replaced during the run
+             worker replaced during the run (unless signals replace them on purpose)
+
+Reloads under load (prefork models): --hup-every N sends the master HUP every N
+seconds, --ttin-ttou-every N a TTIN, then a TTOU N/2 seconds later, every N seconds.
+Workers are then replaced on purpose: the rss and fds checks look at the processes
+that live through the whole run (the master, the status process), and the errors
+check still counts every Locust failure.
 
 Prints a table and writes everything sampled to --json. Exit status 1 if any check
 fails. Needs locust (the `make test` venv has it); loads only 127.0.0.1.
@@ -34,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -63,6 +70,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=4, help="--threads for threaded, gthread")
     parser.add_argument("--app", choices=sorted(APPS), default="flask")
     parser.add_argument("--json", type=Path, help="write every sample and verdict here")
+    parser.add_argument("--hup-every", type=float, default=0,
+                        help="prefork models: HUP the master every this many seconds")
+    parser.add_argument("--ttin-ttou-every", type=float, default=0,
+                        help="prefork models: TTIN, then TTOU half as long after, this often")
     parser.add_argument("--python", default=sys.executable,
                         help="interpreter that runs wizgy, e.g. a PyPy venv's (default: this "
                         "one; Locust always runs on this one)")
@@ -197,6 +208,8 @@ def soak(model: str, args: argparse.Namespace, tmp: Path) -> dict:
         rest_before = at_rest(server, None)
         started = time.monotonic()
         proc, log, prefix = start_locust(args, model, server.url, tmp)
+        signaller = Signaller(server.proc.pid, args, started + args.duration) \
+            if model in PREFORK_MODELS else None
         samples = []
         try:
             deadline = started + args.duration + 60
@@ -204,6 +217,8 @@ def soak(model: str, args: argparse.Namespace, tmp: Path) -> dict:
                 samples.append(sample(server, started))
                 time.sleep(min(args.interval, max(0.0, deadline - time.monotonic())))
         finally:
+            if signaller is not None:
+                signaller.stop()
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
@@ -212,15 +227,49 @@ def soak(model: str, args: argparse.Namespace, tmp: Path) -> dict:
                       if p["role"] != "child"}
         rest_after = at_rest(server, before_fds)
         result = {"model": model, "locust": locust_results(prefix), "rest_before": rest_before,
-                  "rest_after": rest_after, "samples": samples}
+                  "rest_after": rest_after, "samples": samples,
+                  "signals": signaller.sent if signaller else {}}
         result["checks"] = check(result, args, server.output())
         return result
     finally:
         server.stop()
 
 
+PREFORK_MODELS = ("evloop", "prefork", "gthread")
+
+
+class Signaller(threading.Thread):
+    """--hup-every / --ttin-ttou-every: signals to the master while the load runs."""
+
+    def __init__(self, pid: int, args: argparse.Namespace, until: float) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.until = pid, until
+        self.plan = [(signal.SIGHUP, args.hup_every, 0.0),
+                     (signal.SIGTTIN, args.ttin_ttou_every, 0.0),
+                     (signal.SIGTTOU, args.ttin_ttou_every, args.ttin_ttou_every / 2)]
+        self.plan = [(sig, every, offset) for sig, every, offset in self.plan if every]
+        self.sent = {sig.name: 0 for sig, _, _ in self.plan}
+        self.done = threading.Event()
+        if self.plan:
+            self.start()
+
+    def run(self) -> None:
+        start = time.monotonic()
+        due = {sig: start + every + offset for sig, every, offset in self.plan}
+        while not self.done.is_set():
+            sig, when = min(due.items(), key=lambda item: item[1])
+            if when >= self.until or self.done.wait(max(0.0, when - time.monotonic())):
+                return
+            os.kill(self.pid, sig)
+            self.sent[sig.name] += 1
+            due[sig] += next(every for s, every, _ in self.plan if s == sig)
+
+    def stop(self) -> None:
+        self.done.set()
+
+
 def wait_until_ready(server: Server, model: str, args: argparse.Namespace) -> None:
-    if model not in ("evloop", "prefork", "gthread"):
+    if model not in PREFORK_MODELS:
         return
     deadline = time.monotonic() + 15
     while sum(p["role"] == "worker" for p in server.status()["processes"]) < args.workers:
@@ -235,7 +284,8 @@ def check(result: dict, args: argparse.Namespace, log: str) -> dict:
     samples = [s for s in result["samples"] if s["t"] >= args.warmup]
     return {
         "rss": check_rss(samples),
-        "fds": check_fds(result["rest_before"], result["rest_after"], samples),
+        "fds": check_fds(result["rest_before"], result["rest_after"], samples,
+                         replaced=any(result["signals"].values())),
         "zombies": check_zombies(result["samples"], result["rest_after"]),
         "errors": check_errors(result, samples, log),
     }
@@ -273,9 +323,13 @@ def check_rss(samples: list[dict]) -> dict:
             + (f"; above {GROWTH:.0%}: {sorted(bad)}" if bad else "")}
 
 
-def check_fds(rest_before: dict, rest_after: dict, samples: list[dict]) -> dict:
+def check_fds(rest_before: dict, rest_after: dict, samples: list[dict],
+              replaced: bool = False) -> dict:
     before = {p["pid"]: p["open_fds"] for p in rest_before["processes"] if p["role"] != "child"}
     after = {p["pid"]: p["open_fds"] for p in rest_after["processes"] if p["role"] != "child"}
+    if replaced:  # signals replaced the workers on purpose: the processes that stayed
+        before = {pid: n for pid, n in before.items() if pid in after}
+        after = {pid: n for pid, n in after.items() if pid in before}
     grown = {pid: (n, after.get(pid)) for pid, n in before.items()
              if after.get(pid) is None or after[pid] > n * (1 + GROWTH)}
     under_load = {pid: {"min": min(v), "max": max(v)}
@@ -313,10 +367,12 @@ def check_errors(result: dict, samples: list[dict], log: str) -> dict:
         problems.append("a traceback in the server log")
     workers = [{p["pid"] for p in s["processes"] if p["role"] == "worker"}
                for s in result["samples"]]
-    if workers and any(w != workers[0] for w in workers):
+    replaced = any(result["signals"].values())
+    if workers and any(w != workers[0] for w in workers) and not replaced:
         problems.append("a worker was replaced during the run")
+    sent = ", ".join(f"{n} {name}" for name, n in result["signals"].items())
     return {"ok": not problems, "detail": "; ".join(problems) or
-            f"{locust['requests']} requests, 0 failures"}
+            f"{locust['requests']} requests, 0 failures" + (f" (signals: {sent})" if sent else "")}
 
 
 # output ------------------------------------------------------------------------------------
@@ -348,6 +404,9 @@ def main(argv=None) -> int:
                   f"{args.app} app)...", flush=True)
             results.append(soak(model, args, Path(tmp)))
             print("   ", summary(results[-1:]).splitlines()[1], flush=True)
+            if results[-1]["signals"]:
+                print("    signals sent:", results[-1]["signals"], "-",
+                      results[-1]["checks"]["errors"]["detail"], flush=True)
     ok = all(v["ok"] for r in results for v in r["checks"].values())
     print()
     print(summary(results))

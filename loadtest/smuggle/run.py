@@ -111,6 +111,7 @@ SERVERS = {
             "fields": "--limit-request-fields",
             "field_size": "--limit-request-field-size",
             "max_body": "--max-body",
+            "head": "--limit-request-head",
         },
         note="default model (prefork master + one evloop worker)",
     ),
@@ -168,8 +169,17 @@ SERVERS = {
             "--threads=4",
             "echo_app:app",
         ),
-        {"max_body": "--max-request-body-size"},
+        {"max_body": "--max-request-body-size", "head": "--max-request-header-size"},
         note="has no per-line, per-field or field-count limit (only a total header size)",
+    ),
+    "webserver2": ServerSpec(
+        "webserver2",
+        "",
+        ("{python}", str(ROOT / "server" / "labs" / "part2" / "webserver2.py"),
+         "-b", "127.0.0.1:0", "echo_app:app"),  # fmt: skip
+        {},
+        note="the labs' part 2 server (server/labs/part2): one request per connection, "
+        "no checks (not run by default)",
     ),
 }
 DEFAULT_SERVERS = ["wizgy", "gunicorn", "waitress"]

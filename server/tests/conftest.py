@@ -102,10 +102,22 @@ class Server:
 def run_wizgy(*args: str, env: dict | None = None, cwd=None, bind: bool = True,
               startup: float = 15.0, preexec_fn=None, pass_fds=()):
     """Start `python -m wizgy -b 127.0.0.1:0 ARGS`; yield a Server once it listens."""
+    cmd = [SERVER_PYTHON, "-m", "wizgy", *(["-b", "127.0.0.1:0"] if bind else []), *args]
+    with run_server(cmd, env=env, cwd=cwd, startup=startup, preexec_fn=preexec_fn,
+                    pass_fds=pass_fds) as server:
+        if not {"iterative", "threaded", "fork"} & set(args):  # a master and workers:
+            time.sleep(0.3)  # let the workers boot before the test counts on them
+        yield server
+
+
+@contextlib.contextmanager
+def run_server(cmd: list, env: dict | None = None, cwd=None, startup: float = 15.0,
+               preexec_fn=None, pass_fds=()):
+    """Start any server that prints wizgy's "Listening at: URL" (wizgy, the labs' small
+    servers); yield a Server once it listens."""
     full_env = {**os.environ, "PYTHONPATH": f"{SERVER}:{TEST_APPS}:{APPS}",
                 "PYTHONUNBUFFERED": "1"}
     full_env.update(env or {})
-    cmd = [SERVER_PYTHON, "-m", "wizgy", *(["-b", "127.0.0.1:0"] if bind else []), *args]
     with tempfile.TemporaryDirectory(prefix="wizgy-test-") as tmp:
         log_path = Path(tmp) / "server.log"
         with open(log_path, "wb") as log:
@@ -121,10 +133,8 @@ def run_wizgy(*args: str, env: dict | None = None, cwd=None, bind: bool = True,
                     server.port = int(m.group(1))
                     break
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"wizgy did not start ({cmd}):\n{server.output()}")
+                    raise AssertionError(f"server did not start ({cmd}):\n{server.output()}")
                 time.sleep(0.02)
-            if not {"iterative", "threaded", "fork"} & set(args):  # a master and workers:
-                time.sleep(0.3)  # let the workers boot before the test counts on them
             yield server
         finally:
             server.stop()

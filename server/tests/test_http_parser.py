@@ -27,6 +27,7 @@ from wizgy.http import (
     HTTPError,
     Limits,
     Request,
+    SINGLE_VALUE,
     RequestParser,
 )
 
@@ -261,7 +262,7 @@ def test_default_field_limits():
 
 
 def test_limits_zero_means_unlimited():
-    unlimited = Limits(request_line=0, field_size=0, max_body=0)
+    unlimited = Limits(request_line=0, field_size=0, max_body=0, head=0)
     request = first_event(get(b"/" + b"a" * 100_000, b"X: " + b"v" * 100_000), unlimited)
     assert isinstance(request, Request) and len(request.target) == 100_001
     huge = b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 999999999999999999\r\n\r\n"
@@ -276,6 +277,52 @@ def test_limits_zero_means_unlimited():
     parser.receive(chunked)
     assert isinstance(parser.next_event(), Request)
     assert parser.next_event() == Data(b"ab")
+
+
+def test_default_head_limit_is_64_kib():
+    # 80 fields with 1 KiB values: each far under --limit-request-field_size, 83 KB in all.
+    fields = [b"X-%02d: %s" % (i, b"v" * 1024) for i in range(80)]
+    head = get(b"/", *fields)
+    assert len(head) > 82_500
+    for feed in ([head], [head[i : i + 100] for i in range(0, len(head), 100)]):
+        with pytest.raises(HTTPError) as info:
+            drive(feed)
+        assert info.value.status == 431
+        assert "longer than 65536 bytes" in str(info.value)
+    # Just under and exactly at the limit: taken.
+    under = get(b"/", *fields[:62])
+    exact = under[:-2] + b"X: " + b"v" * (65536 - len(under) - 5) + b"\r\n\r\n"
+    assert len(exact) == 65536
+    for head in (under, exact):
+        assert isinstance(first_event(head), Request)
+    with pytest.raises(HTTPError) as info:
+        first_event(exact[:-4] + b"v\r\n\r\n")
+    assert info.value.status == 431
+
+
+def test_head_limit_is_enforced_before_the_head_ends():
+    """A head that never ends is refused once the limit's worth of bytes is in: the
+    parser (and so a selector loop parking the connection) buffers no more."""
+    parser = RequestParser(Limits(head=4096))
+    parser.receive(b"GET / HTTP/1.1\r\nHost: h\r\n")
+    sent = 0
+    with pytest.raises(HTTPError) as info:
+        while sent < 100_000:
+            parser.receive(b"X-Filler: " + b"v" * 90 + b"\r\n")
+            sent += 102
+            if parser.head_complete():
+                parser.next_event()
+    assert info.value.status == 431
+    assert sent <= 4096
+
+
+def test_head_limit_bounds_trailers_too():
+    body = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n"
+    trailers = b"".join(b"T-%d: %s\r\n" % (i, b"v" * 100) for i in range(20))
+    with pytest.raises(HTTPError) as info:
+        drive([body + trailers + b"\r\n"], Limits(head=1024))
+    assert info.value.status == 431
+    assert isinstance(drive([body + trailers + b"\r\n"], Limits(head=4096))[-2], EndOfMessage)
 
 
 def test_max_body_is_inclusive():
@@ -372,6 +419,26 @@ def test_request_inside_a_body_is_body(framing):
     assert len(got) == 2 and got[0][1] == hidden and got[1] == "closed"
 
 
+@pytest.mark.parametrize("name", sorted(SINGLE_VALUE))
+def test_single_value_field_twice(name):
+    """RFC 9110 5.3: a field defined as one value, sent twice. Different values: 400
+    (the app would see the last, a proxy in front maybe the first). The same value
+    twice: one field, so no app sees "v, v"."""
+    title = name.title().encode()
+    with pytest.raises(HTTPError) as info:
+        first_event(get(b"/", title + b": one", b"Accept: */*", name.upper().encode() + b": two"))
+    assert info.value.status == 400
+    assert f"two {name.upper()} fields with different values" in str(info.value)
+    request = first_event(get(b"/", title + b": same", b"Accept: */*", title + b":  same "))
+    assert request.headers == (("Host", "h"), (title.decode(), "same"), ("Accept", "*/*"))
+
+
+def test_list_fields_may_repeat():
+    request = first_event(get(b"/", b"Accept: a/b", b"Accept: c/d", b"Cookie: a=1",
+                              b"Cookie: b=2", b"Cache-Control: no-cache", b"Cache-Control: x"))
+    assert len(request.headers) == 7
+
+
 def test_absolute_form_host_wins_over_host_header():
     request = first_event(b"GET http://a.example/x HTTP/1.1\r\nHost: b.example\r\n\r\n")
     assert (request.host, request.path) == ("a.example", "/x")
@@ -419,7 +486,7 @@ def test_head_dribbled_byte_by_byte_is_linear():
     # Before the fix each byte rescanned the whole buffer: 150 s for this head.
     head = get(b"/", *[b"X-%d: %s" % (i, b"v" * 1000) for i in range(98)])
     start = time.perf_counter()
-    events = drive([head[i : i + 1] for i in range(len(head))])
+    events = drive([head[i : i + 1] for i in range(len(head))], Limits(head=0))
     assert isinstance(events[0], Request)
     assert time.perf_counter() - start < 5
 
@@ -428,7 +495,7 @@ def test_spaces_in_values_are_linear():
     # A lazy `(.*?)[ \t]*` regex took 0.3 s per 8 KB field of spaces.
     field = b"X: a" + b" " * 8000 + b"b"
     start = time.perf_counter()
-    request = first_event(get(b"/", *[field] * 99))
+    request = first_event(get(b"/", *[field] * 99), Limits(head=0))
     assert request.headers[1][1] == "a" + " " * 8000 + "b"
     assert time.perf_counter() - start < 1
 

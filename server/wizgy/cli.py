@@ -12,12 +12,22 @@ import socket
 import stat
 import sys
 
-from . import config, models, status
+from . import config, models, proctitle, status
 from .config import ConfigError, Settings
 from .connection import ServerContext
 from .log import Logs
 from .models import lessons
 from .scoreboard import Scoreboard
+
+
+def shape(settings) -> str:
+    """How many processes and threads serve, as the startup line says it."""
+    threads = settings.worker_threads if settings.worker_model == "prefork" else \
+        settings.threads if settings.model == "threaded" else 1
+    parts = [f"{settings.workers} workers"] if settings.worker_model == "prefork" else []
+    if threads > 1:
+        parts.append(f"{threads} threads" + (" each" if parts else ""))
+    return f", {' x '.join(parts)}" if parts else ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     ctx.stats.pid = os.getpid()
     for listener in listeners:
         logs.error.info("Listening at: %s (%s)", url_of(listener), os.getpid())
-    logs.error.info("Using model: %s%s", settings.model,
-                    f" (lesson: {settings.lesson})" if settings.lesson else "")
+    logs.error.info("Using model: %s%s%s", settings.model,
+                    f" (lesson: {settings.lesson})" if settings.lesson else "", shape(settings))
     ignored = [flag for flag, given in (
         (f"--workers {settings.workers}", settings.workers > 1),
         (f"--max-requests {settings.max_requests}", settings.max_requests),
@@ -74,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     bound = zip([*listeners, status_listener], [*settings.bind, settings.status_bind])
     ours = unix_socket_files([listener for listener, address in bound
                               if listener is not None and not address.startswith("fd://")])
+    role = status.MAIN_ROLE.get(settings.worker_model, "server")
+    proctitle.set_title(role, settings.model if role == "master" else proctitle.describe(settings))
     code = model_cls(ctx, listeners).run()
     status.stop(ctx)
     remove_socket_files(ours)

@@ -76,12 +76,16 @@ class Settings:
         help="Address to listen on: HOST:PORT, [::1]:PORT, unix:PATH, or fd://N (a "
              "listening socket the server was started with, e.g. by systemd). Repeatable; "
              "the environment variable takes a comma-separated list."))
-    workers: int = field(default=1, metadata=option(
+    workers: int = field(default=None, metadata=option(  # type: ignore[assignment]
         "-w", "--workers", type=positive, env=("WEB_CONCURRENCY",),
-        help="Worker processes of the prefork model."))
-    threads: int = field(default=1, metadata=option(
+        help="Worker processes of the prefork models (evloop, prefork, sync, gthread). "
+             "Default: 2 x CPUs + 1, gunicorn's rule of thumb, so that a slow request "
+             "holds one worker, not the server."))
+    threads: int = field(default=None, metadata=option(  # type: ignore[assignment]
         "--threads", type=positive,
-        help="Threads per process of the threaded model (prefork: >1 runs threaded workers)."))
+        help="Threads per process of the threaded model (prefork: >1 runs threaded "
+             "workers). Default: 4 for threaded and gthread (waitress's 4), so that a "
+             "slow request or a slow reader holds one thread; 1 for prefork (sync)."))
     model: str = field(default="evloop", metadata=option(
         "-k", "--model", choices=MODELS,
         help="Concurrency model. evloop (the default, the fastest): the prefork master "
@@ -89,10 +93,12 @@ class Settings:
              "workers running iterative and threaded."))
     backlog: int = field(default=2048, metadata=option(
         "--backlog", type=positive, help="Pending connections the kernel queues (listen())."))
-    keep_alive: float = field(default=5.0, metadata=option(
+    keep_alive: float = field(default=None, metadata=option(  # type: ignore[assignment]
         "--keep-alive", type=seconds, metavar="SECONDS",
         help="How long an idle keep-alive connection is kept open. 0 disables keep-alive "
-             "(every response closes its connection, as gunicorn's sync workers do)."))
+             "(every response closes its connection, as gunicorn's sync workers do). "
+             "Default: 5; 0 for the one-thread models (iterative, prefork/sync without "
+             "--threads), where an idle keep-alive client would hold the whole worker."))
     timeout: float = field(default=30.0, metadata=option(
         "-t", "--timeout", type=seconds, metavar="SECONDS",
         help="Time for a request head to arrive and for each read and write; prefork "
@@ -109,6 +115,10 @@ class Settings:
     limit_request_field_size: int = field(default=8190, metadata=option(
         "--limit-request-field_size", "--limit-request-field-size", type=non_negative,
         metavar="BYTES", help="Longest header field (431 above it); 0 = unlimited."))
+    limit_request_head: int = field(default=65536, metadata=option(
+        "--limit-request-head", type=non_negative, metavar="BYTES",
+        help="Largest request head, its CRLFs and blank line counted (431 above it, as "
+             "soon as that many bytes are in); 0 = only the bound the limits above imply."))
     max_body: int = field(default=1 << 30, metadata=option(
         "--max-body", type=non_negative, metavar="BYTES",
         help="Largest request body (413 above it); 0 = unlimited."))
@@ -168,6 +178,18 @@ class Settings:
         "--print-config", type=boolean, flag_only=True,
         help="Print the resolved settings and exit."))
 
+    def __post_init__(self) -> None:
+        # The defaults that depend on the model (a frozen dataclass: set once, here).
+        if self.workers is None:
+            prefork = self.model in ("evloop", "prefork", "sync", "gthread")
+            object.__setattr__(self, "workers", default_workers() if prefork else 1)
+        if self.threads is None:
+            object.__setattr__(self, "threads", 4 if self.model in ("threaded", "gthread") else 1)
+        if self.keep_alive is None:
+            one_thread = self.model == "iterative" or \
+                self.model in ("prefork", "sync") and self.threads == 1
+            object.__setattr__(self, "keep_alive", 0.0 if one_thread else 5.0)
+
     @property
     def worker_model(self) -> str:
         """The model's canonical name (gunicorn's aliases resolved)."""
@@ -177,6 +199,15 @@ class Settings:
     @property
     def worker_threads(self) -> int:
         return max(self.threads, 2) if self.model == "gthread" else self.threads
+
+
+def default_workers() -> int:
+    """--workers when not given: 2 x CPUs + 1 (the CPUs this process may run on)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return 2 * cpus + 1
 
 
 def env_names(f) -> tuple[str, ...]:
@@ -313,6 +344,8 @@ def markdown_table() -> str:
         flags = ", ".join(f"`{flag}`" for flag in meta["flags"]) or f"`{meta['metavar']}`"
         envs = ", ".join(f"`{name}`" for name in env_names(f))
         default = f.default if not isinstance(f.default, tuple) else ",".join(f.default)
+        default = "auto" if default is None and f.name in ("workers", "threads",
+                                                           "keep_alive") else default
         text = meta["help"].replace("%%", "%")  # (argparse's escape)
         rows.append(f"| {flags} | {envs} | `{default}` | {text} |")
     return "\n".join(rows)

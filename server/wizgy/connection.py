@@ -42,6 +42,16 @@ DRAIN_LIMIT = 1 << 16  # unread body bytes we read and discard to keep a connect
 # bytes waits in the parser's buffer, a bigger or chunked one is read into a Spool.
 BUFFERED_BODY = 1 << 16
 SPOOL_MEMORY = 1 << 20  # a Spool's bytes in memory; past that, in a temporary file
+# Graceful stop (TERM, HUP, TTOU, --max-requests): how long a keep-alive connection
+# whose last response did not say close may still send its next request.
+DRAIN_IDLE = 1.0
+# Closing on a client that may still be sending (after an error response, or with a body
+# not read): RFC 9112 9.6 lingering close. Shut down writing (the FIN follows the
+# response), then read and discard until the client closes, LINGER_IDLE passes with
+# nothing from it, or LINGER_TIME in all; else close() on unread bytes sends a reset,
+# and a reset can destroy the response before the client has read it.
+LINGER_TIME = 2.0
+LINGER_IDLE = 1.0
 EMPTY_INPUT = InputStream(lambda size: b"")  # wsgi.input of every bodiless request
 
 
@@ -117,6 +127,7 @@ class ServerContext:
             request_line=settings.limit_request_line,
             fields=settings.limit_request_fields,
             field_size=settings.limit_request_field_size,
+            head=settings.limit_request_head,
             max_body=settings.max_body,
         )
         allowed = [ip.strip() for ip in settings.forwarded_allow_ips.split(",") if ip.strip()]
@@ -178,6 +189,8 @@ class Connection:
         self.write_behind = 0
         self.backlog: bytes | bytearray = b""
         self.paused: tuple | None = None
+        self.linger = False  # close lingering: the client may still be sending
+        self.lingering = 0.0  # a selector loop's: when its lingering ends (0: not begun)
 
     # the loop ------------------------------------------------------------------------
     def serve(self) -> None:
@@ -199,10 +212,48 @@ class Connection:
                 paused.close()  # PEP 3333: the app's close() is owed all the same
             except Exception:  # noqa: BLE001 (the app's own error, logged)
                 self.ctx.logs.error.exception("app's close() raised")
+        if self.linger:
+            self._linger()
         try:
             self.sock.close()
         except OSError:
             pass
+
+    def _linger(self) -> None:
+        """The blocking models' lingering close (LINGER_TIME at the most)."""
+        self.linger = False
+        sock = self.sock
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            end = time.monotonic() + LINGER_TIME
+            while (left := end - time.monotonic()) > 0:
+                sock.settimeout(min(left, LINGER_IDLE))
+                if not sock.recv(65536):
+                    return
+        except OSError:  # TimeoutError too: the client has gone quiet
+            pass
+
+    def start_linger(self) -> bool:
+        """A selector loop's lingering close: shut down writing now; the loop then
+        calls discard() as the client's bytes arrive. False if the socket has gone."""
+        self.linger = False
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            return False
+        self.set_nonblocking()
+        self.lingering = time.monotonic() + LINGER_TIME
+        return True
+
+    def discard(self) -> bool:
+        """Read and drop what a lingering client sent. False once it is time to close."""
+        try:
+            data = self.sock.recv(65536)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        return bool(data) and time.monotonic() < self.lingering
 
     def handle_request(self) -> bool:
         """Serve one request. Returns False when the connection must now be closed."""
@@ -252,15 +303,34 @@ class Connection:
         """For a selector loop: can the pending request be served without waiting on
         its body? A Content-Length body of up to 64 KiB must all be in the parser's
         buffer; a bigger or chunked one is taken out of it into the spool, and must
-        have ended. Not one after Expect: 100-continue: that client waits for the app
-        to ask for it. A bad body is ready too: it is answered when served."""
+        have ended. After Expect: 100-continue the server asks for the body itself
+        (_answer_expect). A bad body is ready too: it is answered when served."""
         request = self.pending
         length = request.content_length
-        if request.expect_continue or not (length or request.chunked):
+        if not (length or request.chunked):
             return True
+        if request.expect_continue:
+            self._answer_expect(request)
         if length and length <= BUFFERED_BODY:
             return self.parser.buffered >= length
         return self._spool()
+
+    def _answer_expect(self, request: Request) -> None:
+        """Expect: 100-continue on a body the server reads before the app runs: the
+        server asks for it now (RFC 9110 10.1.1 lets it), as waitress does. Were the app
+        to ask, a client trickling the body would hold the app, and so an evloop worker
+        and everyone on it, and one leaving mid-body would reach the app as an error.
+        Answered, the expectation is gone: the rest treats it as any body."""
+        self._send(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.expect_continue = False
+
+    def has_unread_bytes(self) -> bool:
+        """For a selector loop about to close an idle connection: did a request arrive
+        that the loop has not read yet (it was busy in the app past the deadline)?"""
+        try:
+            return bool(self.sock.recv(1, socket.MSG_PEEK))
+        except OSError:  # BlockingIOError: nothing there
+            return False
 
     def _spool(self) -> bool:
         """Take what the parser holds of the body into the spool. True once the body
@@ -295,8 +365,51 @@ class Connection:
         self.spool = self._spool_error = None
         if error is not None:
             spool.close()
+            if isinstance(error, ClientDisconnected):
+                self.left_mid_body(spool.size)
             raise error  # answered (HTTPError) or the client has gone, as in handle_request
         return InputStream(spool.read)
+
+    def _await_body(self, length: int) -> bool:
+        """The blocking models: a Content-Length body of up to BUFFERED_BODY is read
+        whole before the app runs, as the selector loops do, so that a client that
+        leaves mid-upload costs one log line, not an app call that fails on its
+        wsgi.input (a traceback and a 500 in every framework). The body must be here
+        within --timeout in all (else 408), however steadily it is dribbled: a worker
+        is not held longer for 64 KiB. False when the client left."""
+        parser = self.parser
+        deadline = time.monotonic() + (self.timeout or 3600.0)
+        try:
+            while parser.buffered < length:
+                if (remaining := deadline - time.monotonic()) <= 0:
+                    raise TimeoutError
+                self._set_timeout(remaining)
+                data = self.sock.recv(65536)
+                if not data:
+                    self.left_mid_body(parser.buffered)
+                    return False
+                parser.receive(data)
+        except TIMEOUT:
+            raise HTTPError(408, "request body not received in time") from None
+        return True
+
+    def left_mid_body(self, received: int) -> None:
+        """The client closed its connection before its request's body was all here:
+        the app is not called (there is no one to answer), one line says so."""
+        request = self._request or self.pending
+        size = "chunked" if request.chunked else f"{request.content_length}-byte"
+        self.ctx.logs.error.info("client %s left %d bytes into the %s body of %s %s: "
+                                 "not passed to the app", self.info.remote_addr, received,
+                                 size, request.method, request.target)
+
+    def _idle_timeout(self) -> float | None:
+        """How long to wait for a next request to begin: --keep-alive after a response
+        (DRAIN_IDLE once a graceful stop has begun), --timeout for the first."""
+        if not self.requests:
+            return self.timeout
+        if self.ctx.stopping:
+            return min(self.keep_alive_timeout, DRAIN_IDLE)
+        return self.keep_alive_timeout
 
     def _set_timeout(self, timeout: float | None) -> None:
         if timeout != self._sock_timeout:  # settimeout() is a syscall; skip repeats
@@ -320,7 +433,7 @@ class Connection:
             if not parser.has_buffered_data and deadline is None:
                 # Waiting for a request to begin: an idle keep-alive may just end.
                 try:
-                    self._recv(self.keep_alive_timeout if self.requests else self.timeout)
+                    self._recv(self._idle_timeout())
                 except TIMEOUT:
                     return None
                 continue
@@ -347,6 +460,12 @@ class Connection:
             self._body_done = True
             check = None
         elif request.chunked or request.content_length:
+            length = request.content_length
+            if length and length <= BUFFERED_BODY and self.parser.buffered < length:
+                if request.expect_continue:
+                    self._answer_expect(request)
+                if not self._await_body(length):
+                    return False  # the client left mid-body: nothing to answer
             self._body_done = False
             self._body_error = None
             self._sent_continue = False
@@ -390,6 +509,7 @@ class Connection:
             keep = False  # the client left while we were answering
         except Exception as error:
             status = self._app_failed(request, resp, error)
+            self.linger = status != 0 and not self._body_done
             if logs.access_enabled and status:  # the 500 (or 4xx) is counted there too
                 logs.access(environ, status, resp.bytes_sent, time.perf_counter() - started)
             keep = False
@@ -397,12 +517,17 @@ class Connection:
             if paused is not None:  # the client is behind: go on when it catches up
                 self.paused = (paused, request, environ, resp, started, spool)
                 return True
+            # The one keep-alive decision was taken as the head went out (Response.frame:
+            # the client's wish, --keep-alive, a stop begun); a response that did not say
+            # close keeps its promise even if a stop began since: the client may be
+            # sending its next request already, and that one is answered with close.
             keep = resp.keep_alive and (self._body_done or self._finish_body())
+            if not keep and not (self._body_done and self.parser.buffered == 0):
+                self.linger = True  # the rest of its body, or more requests, may be coming
             ctx.stats.count(resp.status_code)
             if logs.access_enabled:
                 logs.access(environ, resp.status_code, resp.bytes_sent,
                             time.perf_counter() - started)
-            keep = keep and not ctx.stopping
         if spool is not None:
             spool.close()  # its temporary file, if it had one, goes now
         return keep
@@ -442,7 +567,8 @@ class Connection:
         try:
             self._send(error_response(error.status, error.message))
         except OSError:
-            pass
+            return
+        self.linger = True  # what follows the bad bytes may be on its way
 
     # the body -------------------------------------------------------------------------
     def _read_body(self, size: int, deadline: float | None = None) -> bytes:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import re
 import sys
 from dataclasses import dataclass
+from typing import NoReturn
 
 # --- ABNF (RFC 9110 section 5.6, RFC 9112 sections 3 and 5) ----------------------------
 
@@ -67,6 +68,23 @@ FIELDS = re.compile(r"\r\n([^:]+):[ \t]*([^\r]*)")  # (name, value) pairs of a H
 
 # Lowercase names of the fields that decide framing and routing; others pass through.
 FRAMING = frozenset(("content-length", "transfer-encoding", "connection", "expect", "host"))
+
+# The fields RFC 9110 and RFC 9111 define as a single value (not a #list), besides Host
+# and Content-Length above. RFC 9110 5.3: a sender MUST NOT repeat such a field, and a
+# recipient cannot combine two into one value: an app reading the last Content-Type and
+# a proxy or WAF in front reading the first disagree about the request (gunicorn
+# answers 400 to two Content-Type fields). Two different values are refused (400); the
+# same value twice has one meaning for every reader and is kept once (RFC 9110 8.6
+# allows that for Content-Length; we stay stricter there, and for Host RFC 9112 3.2
+# demands 400). Response-only fields (Age, ETag, ...) are here too: the rule is the same.
+SINGLE_VALUE = frozenset((
+    "authorization", "content-location", "content-range", "content-type", "date", "from",
+    "if-modified-since", "if-range", "if-unmodified-since", "max-forwards",
+    "proxy-authorization", "range", "referer", "user-agent",  # RFC 9110, request fields
+    "etag", "last-modified", "location", "retry-after", "server",  # RFC 9110, responses
+    "age", "expires",  # RFC 9111
+))
+NOTED = FRAMING | SINGLE_VALUE  # the fields _frame() looks at
 
 ABSOLUTE_FORM = re.compile(r"(?i:(https?)://)([^/?#]*)([^#]*)")
 
@@ -162,6 +180,10 @@ class Limits:
     fields: int = 100
     field_size: int = 8190  # 0 = unlimited
     max_body: int = 1 << 30  # 0 = unlimited
+    # The whole head: request line, field lines and the empty line that ends them, with
+    # their CRLFs (empty lines skipped before a request do not count). 0 = no bound but
+    # the one the three limits above imply (~800 KiB at their defaults).
+    head: int = 1 << 16
 
 
 # --- the parser -----------------------------------------------------------------------
@@ -185,10 +207,16 @@ class RequestParser:
         self._scanned = 0
         line_limit = limits.request_line or 1 << 20
         field_limit = limits.field_size or 1 << 20
+        # The longest head (or trailer section) taken, blank line included: checked as
+        # bytes arrive (_check_partial_head), so no more than this (and what one read
+        # brings) is ever buffered waiting for the end of a head; and once it has come
+        # (_parse_head).
         self._max_head = line_limit + 2 + limits.fields * (field_limit + 2) + 2
-        # A head no longer than this has no line over either limit: the fast path
-        # need not measure its lines one by one.
-        self._fast_head = min(line_limit, field_limit)
+        if limits.head:
+            self._max_head = min(limits.head, self._max_head)
+        # A head no longer than this has no line over either limit, and is within the
+        # head limit: the fast path need not measure it or its lines one by one.
+        self._fast_head = min(line_limit, field_limit, self._max_head - 4)
         self._valid_host = None  # the last Host value that passed HOST: clients repeat it
 
     # feeding -------------------------------------------------------------------
@@ -289,8 +317,13 @@ class RequestParser:
         limit = self.limits.request_line
         if limit and buf.find(b"\r\n", 0, limit + 2) < 0 and len(buf) > limit + 1:
             raise HTTPError(414, f"request line longer than {limit} bytes")
-        if len(buf) > self._max_head:
-            raise HTTPError(431, "request head too large")
+        if len(buf) >= self._max_head:  # (the head is longer: its end is not here yet)
+            self._head_too_large()
+
+    def _head_too_large(self) -> NoReturn:
+        if self.limits.head and self._max_head == self.limits.head:
+            raise HTTPError(431, f"request head longer than {self._max_head} bytes")
+        raise HTTPError(431, "request head too large")
 
     def _incomplete_head(self):
         buf = self._buf
@@ -334,6 +367,8 @@ class RequestParser:
                 return self._frame(method, target, "HTTP/1.0" if minor == "0" else "HTTP/1.1",
                                    fields)
         # The careful path: find what is wrong with the head, and say it.
+        if len(head) + 4 > self._max_head:  # (+ the CRLFCRLF that ended it)
+            self._head_too_large()
         if FORBIDDEN.search(head):
             self._raise_forbidden(head)
         lines = head.split(b"\r\n")
@@ -373,14 +408,24 @@ class RequestParser:
 
     # framing: decide where this message's body ends (RFC 9112 section 6) -------------
     def _frame(self, method: str, target: str, version: str, headers) -> Request:
-        content_length = transfer_encoding = host = None
+        content_length = transfer_encoding = host = singles = None
         hosts = 0
         connection = expect = ""
+        repeated = False
         for name, value in headers:
             key = name.lower()
-            if key not in FRAMING:
+            if key not in NOTED:
                 continue
-            if key == "host":
+            if key in SINGLE_VALUE:
+                if singles is None:
+                    singles = {key: value}
+                elif key not in singles:
+                    singles[key] = value
+                elif singles[key] == value:
+                    repeated = True  # the same value again: kept once, below
+                else:
+                    raise HTTPError(400, f"two {name} fields with different values")
+            elif key == "host":
                 hosts += 1
                 if host is None:
                     host = value
@@ -396,6 +441,8 @@ class RequestParser:
                 connection += "," + value.lower()
             else:  # expect
                 expect = value.lower()
+        if repeated:
+            headers = self._drop_repeats(headers)
 
         chunked = False
         if transfer_encoding is not None:
@@ -436,6 +483,21 @@ class RequestParser:
         )
 
     @staticmethod
+    def _drop_repeats(headers) -> list[tuple[str, str]]:
+        """Keep the first of each single-value field (the others repeat its value), so
+        that the app sees `text/plain`, not `text/plain, text/plain`."""
+        seen = set()
+        kept = []
+        for name, value in headers:
+            key = name.lower()
+            if key in SINGLE_VALUE:
+                if key in seen:
+                    continue
+                seen.add(key)
+            kept.append((name, value))
+        return kept
+
+    @staticmethod
     def _content_length(value: str) -> int:
         # Content-Length = 1*DIGIT. int() would also take "+5", " 5", "5_0" and "٥".
         if not value.isascii() or not value.isdigit():
@@ -463,14 +525,18 @@ class RequestParser:
         """Return (path, query, host-from-target) for the four request-target forms."""
         if "#" in target:
             raise HTTPError(400, "fragment in request target")
+        if method == "CONNECT":
+            # RFC 9110 9.3.6: a tunnel, which a WSGI origin server does not make; 501 is
+            # what a server answers a method it does not implement (RFC 9110 9.1,
+            # 15.6.2). Whatever the target's form: handed to an app that answers 2xx,
+            # a proxy in front would take the connection for an open tunnel.
+            raise HTTPError(501, "CONNECT is not supported")
         host = None
         if target[0] != "/":
             if target == "*" and method == "OPTIONS":  # asterisk-form: PATH_INFO is ""
                 return "", "", None  # (CGI: empty or "/..."); RAW_URI keeps the "*"
             m = ABSOLUTE_FORM.fullmatch(target)  # absolute-form (RFC 9112 3.2.2)
             if m is None:
-                if method == "CONNECT":  # authority-form: not for a WSGI origin server
-                    raise HTTPError(400, "CONNECT is not supported")
                 raise HTTPError(400, "malformed request target")
             host = m.group(2)
             # RFC 9110 4.2.1: an http(s) URI with an empty host MUST be rejected;
@@ -572,10 +638,12 @@ class RequestParser:
             return END_OF_MESSAGE
         end = buf.find(b"\r\n\r\n", self._rescan())
         if end < 0:
-            if len(buf) > self._max_head:
+            if len(buf) >= self._max_head:
                 raise HTTPError(431, "trailer section too large")
             self._check_forbidden_so_far(buf)
             return self._need_body_data()
+        if end + 4 > self._max_head:
+            raise HTTPError(431, "trailer section too large")
         block = bytes(buf[:end])
         del buf[: end + 4]
         self._scanned = 0

@@ -37,7 +37,7 @@ import socket
 import sys
 import time
 
-from . import events
+from . import events, proctitle
 from .compat import TIMEOUT
 from .http import NEED_DATA, HTTPError, Request, RequestParser
 from .scoreboard import COUNTERS
@@ -73,6 +73,7 @@ def start(ctx, status_listener: socket.socket | None, app_listeners: list) -> No
             for signum in group_signals:
                 signal.signal(signum, signal.SIG_IGN)
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            proctitle.set_title("status")
             for listener in app_listeners:
                 listener.close()
             pipe.close_writer()

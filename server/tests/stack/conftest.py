@@ -172,6 +172,20 @@ class Stack:
         self.started = True
         self.compose("up", "-d", "--wait", "--wait-timeout", "120", *scale_args, *services)
 
+    def make(self, *targets: str, timeout: float = 600, **env: str) -> str:
+        """`make TARGET` in the repository for this stack (its project name and ports
+        come from the environment, as for a workshop's own stack); its output."""
+        self.started = True
+        result = subprocess.run(
+            ["make", "--no-print-directory", "-C", str(REPO), *targets],
+            check=False, env={**self.env, **env}, capture_output=True, text=True,
+            timeout=timeout,
+        )  # fmt: skip
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, f"make {' '.join(targets)} exited " \
+            f"{result.returncode}:\n{output[-4000:]}"
+        return output
+
     def down(self) -> None:
         if self.started:
             self.compose("down", "-v", "--remove-orphans", "--timeout", "5", check=False)
@@ -184,9 +198,18 @@ class Stack:
         path.write_text(ps.stdout + "\n" + logs.stdout + logs.stderr)
         return path
 
-    def exec(self, service: str, script: str, index: int = 1) -> str:
-        """Run a bash script in a running container; its stdout."""
-        return self.compose("exec", "-T", f"--index={index}", service, "bash", "-c", script).stdout
+    def exec(self, service: str, script: str, replica: int = 0) -> str:
+        """Run a bash script in a running container of `service` (the oldest running
+        replica first: after a switch, the server's container #1 is gone and #2 runs);
+        its stdout."""
+        names = self.compose("ps", "--format", "{{.Name}}", service).stdout.split()
+        names.sort(key=lambda name: int(name.rsplit("-", 1)[1]))
+        result = subprocess.run(["docker", "exec", "-i", names[replica], "bash", "-c", script],
+                                check=False, capture_output=True, text=True, timeout=300)
+        if result.returncode != 0:
+            raise AssertionError(f"docker exec {names[replica]} bash -c {script!r} exited "
+                                 f"{result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        return result.stdout
 
     def run_python(self, service: str, code: str, *, timeout: float = 120) -> str:
         """Run Python in a fresh container of `service` on the stack's network."""

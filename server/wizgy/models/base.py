@@ -12,6 +12,7 @@ needed at all, and why the tutorial's EINTR crash no longer reproduces.)
 
 from __future__ import annotations
 
+import collections
 import errno
 import os
 import select
@@ -38,6 +39,7 @@ class Model:
         self.listeners = listeners
         self.log = ctx.logs.error
         self.stop: str | None = None  # None, "graceful" or "fast"
+        self.recorded: collections.deque[int] = collections.deque()  # signals to act on
         self._last_resource_log = 0.0
         for listener in listeners:
             listener.setblocking(False)  # several processes may race for one connection
@@ -82,13 +84,22 @@ class Model:
             signal.signal(signal.SIGUSR2, self.on_unsupported)
 
     def on_usr1(self, signum, frame) -> None:
-        self.ctx.logs.reopen()
-        self.log.info("Handling signal: usr1: reopened the log files")
+        self.recorded.append(signum)  # a handler never logs or does I/O: the loop acts
 
-    def on_unsupported(self, signum, frame) -> None:
-        self.log.warning("Handling signal: %s: ignored by -k %s (HUP reloads under the "
-                         "prefork master; USR2 upgrades are not supported)",
-                         signal.Signals(signum).name[3:].lower(), self.name)
+    on_unsupported = on_usr1  # HUP, USR2: recorded, then logged by the loop
+
+    def act_on_signals(self) -> None:
+        """What the handlers recorded, acted on in the loop (drain_wakeup): a handler
+        that wrote to a log could interrupt a write to the same log (reentrancy)."""
+        while self.recorded:
+            signum = self.recorded.popleft()
+            if signum == signal.SIGUSR1:
+                self.ctx.logs.reopen()
+                self.log.info("Handling signal: usr1: reopened the log files")
+            else:
+                self.log.warning("Handling signal: %s: ignored by -k %s (HUP reloads under "
+                                 "the prefork master; USR2 upgrades are not supported)",
+                                 signal.Signals(signum).name[3:].lower(), self.name)
 
     def on_term(self, signum, frame) -> None:
         if self.stop is None:
@@ -112,6 +123,8 @@ class Model:
                 pass
         except BlockingIOError:
             pass
+        if self.recorded:
+            self.act_on_signals()
 
     # accepting ----------------------------------------------------------------------
     def wait_for_connections(self, timeout: float | None = None) -> list[socket.socket]:

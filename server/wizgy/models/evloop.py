@@ -93,6 +93,7 @@ class EventLoopModel(ThreadedModel):
 
     def start_pool(self) -> None:
         self.pool = []  # no threads: dispatch() serves the request itself
+        self.held = 0  # (none is ever handed to a pool)
         self.closing: set[Connection] = set()  # to close once their backlog is sent
 
     def admit(self, conn: Connection) -> None:
@@ -111,11 +112,11 @@ class EventLoopModel(ThreadedModel):
             if not keep:
                 self.closing.add(conn)
             self.wait_to_write(conn)
-        elif keep and self.stop is None:
+        elif keep:  # (in a graceful stop too: the response promised the next request)
             conn.set_nonblocking()  # a slow body or client may have needed a timeout
             self.parked[conn] = time.monotonic() + self.wait_for(conn)
         else:
-            self.unpark(conn).close()
+            self.close_connection(self.unpark(conn))
 
     def wait_to_write(self, conn: Connection) -> None:
         conn.set_nonblocking()
@@ -136,8 +137,8 @@ class EventLoopModel(ThreadedModel):
             return
         if not done:  # it took some: --timeout again for the next of it
             self.parked[conn] = time.monotonic() + (self.ctx.settings.timeout or 3600.0)
-        elif conn.paused is None and (conn in self.closing or self.stop is not None):
-            self.unpark(conn).close()
+        elif conn.paused is None and conn in self.closing:
+            self.close_connection(self.unpark(conn))
         else:  # the rest of a paused response, then the requests it pipelined meanwhile
             self.selector.modify(conn.sock, selectors.EVENT_READ, conn)
             self.dispatch(conn)

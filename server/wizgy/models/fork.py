@@ -39,6 +39,7 @@ import signal
 import socket
 
 from ..connection import Connection, Stats
+from ..proctitle import describe, set_title
 from ..wsgi import error_response
 from .base import Model
 
@@ -197,6 +198,7 @@ class ForkModel(Model):
         code = 0
         try:
             self.become_child(slot)
+            set_title("child", describe(self.ctx.settings))
             try:
                 Connection(sock, peer, self.ctx).serve()
             finally:

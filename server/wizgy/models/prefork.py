@@ -39,6 +39,7 @@ import signal
 import time
 
 from ..connection import Stats
+from ..proctitle import describe, set_title
 from .base import Model
 from .evloop import EventLoopModel
 from .iterative import IterativeModel
@@ -58,6 +59,7 @@ MASTER_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
 @dataclasses.dataclass
 class Worker:
     pid: int
+    number: int  # 1..workers, as its process title shows it (`wizgy: worker 2`)
     slot: int | None
     heartbeat: int  # read end of the worker's heartbeat pipe; -1 once at EOF
     generation: int  # bumped by each HUP
@@ -207,12 +209,14 @@ class PreforkModel(Model):
 
     def spawn_worker(self) -> None:
         slot = self.ctx.board.claim() if self.ctx.board else None
+        taken = {worker.number for worker in self.workers.values()}
+        number = next(n for n in range(1, len(taken) + 2) if n not in taken)
         heartbeat_r, heartbeat_w = os.pipe()
         signal.pthread_sigmask(signal.SIG_BLOCK, MASTER_SIGNALS)
         try:
             pid = os.fork()
             if pid == 0:
-                self.run_worker(slot, heartbeat_r, heartbeat_w)  # never returns
+                self.run_worker(slot, number, heartbeat_r, heartbeat_w)  # never returns
         except OSError as error:
             self.log.error("fork() failed: %s", error)
             self.ctx.stats.fork_failures += 1
@@ -223,7 +227,8 @@ class PreforkModel(Model):
             os.close(heartbeat_w)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, MASTER_SIGNALS)
         os.set_blocking(heartbeat_r, False)
-        self.workers[pid] = Worker(pid, slot, heartbeat_r, self.generation, time.monotonic())
+        self.workers[pid] = Worker(pid, number, slot, heartbeat_r, self.generation,
+                                   time.monotonic())
         self.log.info("Booting worker with pid %d", pid)
         self.event("worker started", pid=pid)
 
@@ -318,11 +323,12 @@ class PreforkModel(Model):
             self.signals.clear()
 
     # worker ---------------------------------------------------------------------------
-    def run_worker(self, slot: int | None, heartbeat_r: int, heartbeat_w: int):
+    def run_worker(self, slot: int | None, number: int, heartbeat_r: int, heartbeat_w: int):
         code = 0
         try:
             os.close(heartbeat_r)
             self.become_worker(slot)
+            set_title(f"worker {number}", describe(self.ctx.settings))
             if self.generation:  # after a HUP: the code may have changed on disk
                 try:
                     self.ctx.app = import_app(self.ctx.settings.app,

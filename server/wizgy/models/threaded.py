@@ -31,12 +31,11 @@ import selectors
 import threading
 import time
 
-from ..connection import Connection
+from ..connection import DRAIN_IDLE, LINGER_IDLE, Connection
 from ..http import HTTPError
 from .base import Model
 
 WAKEUP = "wakeup"
-DRAIN_IDLE = 1.0  # graceful stop: how long an idle keep-alive connection may still send
 
 
 class ThreadedModel(Model):
@@ -68,7 +67,8 @@ class ThreadedModel(Model):
             self.finish_in_flight()
         finally:
             for conn in list(self.parked):
-                self.unpark(conn).close()
+                self.unpark(conn).linger = False  # exiting: no more waiting on anyone
+                conn.close()
             self.selector.close()
 
     # main thread --------------------------------------------------------------------
@@ -122,19 +122,21 @@ class ThreadedModel(Model):
         self.park(conn)
 
     def park(self, conn: Connection) -> None:
-        wait = self.wait_for(conn)
-        if self.stop is not None:  # handed back by the pool as the stop began
-            wait = min(wait, DRAIN_IDLE)
-        self.parked[conn] = time.monotonic() + wait
+        self.parked[conn] = time.monotonic() + self.wait_for(conn)
         conn.set_nonblocking()  # read_parked() recv()s only when select() says so
         self.selector.register(conn.sock, selectors.EVENT_READ, conn)
 
     def wait_for(self, conn: Connection) -> float:
         """How long a connection may now wait parked: --keep-alive between requests,
-        --timeout for a first request or one that has begun (a head or a body)."""
+        --timeout for a first request or one that has begun (a head or a body). Once a
+        graceful stop has begun, an idle one gets DRAIN_IDLE for its next request (one
+        accepted a moment ago: --keep-alive, at least DRAIN_IDLE, for its first)."""
         settings = self.ctx.settings
-        if conn.requests and conn.pending is None and not conn.parser.head_begun:
-            return settings.keep_alive  # (not conn.request_begun, without the call)
+        if conn.pending is None and not conn.parser.head_begun:  # not conn.request_begun
+            if self.stop is not None:
+                return DRAIN_IDLE if conn.requests else max(DRAIN_IDLE, settings.keep_alive)
+            if conn.requests:
+                return settings.keep_alive
         return settings.timeout or 3600.0
 
     def unpark(self, conn: Connection) -> Connection:
@@ -148,9 +150,30 @@ class ThreadedModel(Model):
                 conn = self.returned.get_nowait()
             except queue.Empty:
                 return
-            self.park(conn)
+            if conn.linger:
+                self.close_connection(conn)
+            else:
+                self.park(conn)
+            with self.held_lock:
+                self.held -= 1
+
+    def close_connection(self, conn: Connection) -> None:
+        """Close an unparked connection; one whose client may still be sending lingers
+        first, parked (Connection.start_linger): the loop discards what it sends until
+        it closes, or LINGER_IDLE passes with nothing, or LINGER_TIME in all."""
+        if conn.linger and conn.start_linger():
+            self.parked[conn] = time.monotonic() + LINGER_IDLE
+            self.selector.register(conn.sock, selectors.EVENT_READ, conn)
+        else:
+            conn.close()
 
     def read_parked(self, conn: Connection) -> None:
+        if conn.lingering:
+            if conn.discard():
+                self.parked[conn] = min(conn.lingering, time.monotonic() + LINGER_IDLE)
+            else:
+                self.unpark(conn).close()
+            return
         parser = conn.parser
         started = conn.pending is not None or parser.head_begun  # conn.request_begun
         try:
@@ -172,14 +195,17 @@ class ThreadedModel(Model):
                 if not started and parser.head_begun:
                     self.parked[conn] = time.monotonic() + timeout
                 return
-            if not conn.take_head():
-                self.unpark(conn).close()  # refused (and answered), or the peer is gone
+            if not conn.take_head():  # refused (and answered), or the peer is gone
+                self.close_connection(self.unpark(conn))
                 return
         request = conn.pending
         if request is None:
             return  # take_head() found no head after all: wait for one
-        if (request.content_length or request.chunked) and not conn.body_ready() and data:
-            # (at EOF, dispatch: the app hears that the body was cut short)
+        if (request.content_length or request.chunked) and not conn.body_ready():
+            if not data:  # the client left mid-body (a spooled body: served, as an error)
+                conn.left_mid_body(parser.buffered)
+                self.unpark(conn).close()
+                return
             self.parked[conn] = time.monotonic() + timeout  # between two reads, as nginx
             return
         self.dispatch(conn)
@@ -187,21 +213,26 @@ class ThreadedModel(Model):
     def expire_parked(self, now: float) -> None:
         for conn, deadline in list(self.parked.items()):
             if deadline <= now:
+                if not (conn.request_begun or conn.backlog or conn.lingering) \
+                        and conn.has_unread_bytes():  # (in the kernel: the loop was busy)
+                    self.parked[conn] = now + (self.ctx.settings.timeout or 3600.0)
+                    continue  # not idle after all: read_parked() takes it next
                 self.unpark(conn)
-                if conn.backlog:
-                    pass  # took nothing of its responses for --timeout: just close
+                if conn.backlog or conn.lingering:
+                    pass  # took nothing of its responses for --timeout, or lingered: close
                 elif conn.pending is not None:
                     conn.refuse(HTTPError(408, "request body not received in time"))
                 elif conn.parser.has_buffered_data:
                     conn.refuse(HTTPError(408, "request head not received in time"))
-                conn.close()
+                self.close_connection(conn)
 
     def drain(self) -> None:
         """Graceful stop: accept nothing more, but serve what parked connections send
         next (Connection: close, since ctx.stopping is set), instead of closing them
-        under a client that may be sending right now: one accepted a moment ago gets
-        --keep-alive seconds (at least DRAIN_IDLE) for its first request, an idle
-        keep-alive one DRAIN_IDLE seconds for its next. Then close what is left (expire_parked)."""
+        under a client that may be sending right now (wait_for: DRAIN_IDLE for an idle
+        one). The pool's connections come back to be parked the same way: a response
+        that went out without Connection: close promised the client its next request.
+        Then close what is left (expire_parked)."""
         if not self.paused_until:
             for listener in self.listeners:
                 self.selector.unregister(listener)
@@ -209,13 +240,11 @@ class ThreadedModel(Model):
         self.close_listeners()
         now = time.monotonic()
         for conn, deadline in self.parked.items():
-            if not conn.request_begun and not conn.backlog:  # (those keep their --timeout)
-                grace = DRAIN_IDLE if conn.requests else \
-                    max(DRAIN_IDLE, self.ctx.settings.keep_alive)
-                self.parked[conn] = min(deadline, now + grace)
+            if not conn.backlog:  # (a slow reader keeps its --timeout)
+                self.parked[conn] = min(deadline, now + self.wait_for(conn))
         deadline = now + self.ctx.settings.graceful_timeout
-        while self.parked and time.monotonic() < deadline:  # INT/QUIT raise out of here
-            self.poll()
+        while (self.parked or self.held) and time.monotonic() < deadline:
+            self.poll()  # (INT/QUIT raise out of here)
 
     def finish_in_flight(self) -> None:
         """Let the pool finish the requests it holds."""
@@ -227,6 +256,8 @@ class ThreadedModel(Model):
 
     # pool threads -------------------------------------------------------------------
     def start_pool(self) -> None:
+        self.held = 0  # connections handed to the pool and not yet back or closed
+        self.held_lock = threading.Lock()
         self.pool = [threading.Thread(target=self.work, name=f"wizgy-{i}", daemon=True)
                      for i in range(self.ctx.settings.threads)]
         for thread in self.pool:
@@ -234,6 +265,8 @@ class ThreadedModel(Model):
 
     def dispatch(self, conn: Connection) -> None:
         """A whole request head is in: a pool thread takes the connection from here."""
+        with self.held_lock:
+            self.held += 1
         self.jobs.put(self.unpark(conn))
 
     def serve(self, conn: Connection) -> bool:
@@ -243,7 +276,7 @@ class ThreadedModel(Model):
         evloop's connection whose backlog is sent.) False when the connection must close."""
         keep = conn.handle_request() if conn.pending is not None else True
         parser = conn.parser
-        while keep and self.stop is None and not conn.backlog and parser.has_buffered_data \
+        while keep and not conn.backlog and parser.has_buffered_data \
                 and parser.head_complete():  # (a backlog: this client is not reading)
             if not conn.take_head():
                 return False
@@ -262,11 +295,13 @@ class ThreadedModel(Model):
                 keep = False
             finally:
                 self.ctx.stats.active -= 1
-            if keep and self.stop is None:
-                self.returned.put(conn)
+            if keep or conn.linger:  # the main thread parks it: for its next request (even
+                self.returned.put(conn)  # in a graceful stop), or to linger
                 try:
                     os.write(self.wakeup_w, b"\0")
                 except BlockingIOError:
                     pass  # the pipe is full, so the main thread will wake anyway
             else:
                 conn.close()
+                with self.held_lock:
+                    self.held -= 1

@@ -82,6 +82,7 @@ class Watchdog(threading.Thread):
             if self.reopen_logs:
                 self.reopen_logs = False
                 self.ctx.logs.reopen()
+                self.ctx.logs.error.info("Worker %d reopened the log files", os.getpid())
             if not self.stuck():
                 try:
                     os.write(self.heartbeat_w, b".")
