@@ -4,6 +4,7 @@
 #   APP=flask|pyramid|django    the app `up` and `app-*` start     (default flask)
 #   SERVERS=N WORKERS=N         for `scale`
 #   USERS, SPAWN_RATE, DURATION for `load`
+#   LOCUST_WORKERS, STRESS_USERS, DURATION for `stress`; MASTER for `worker`
 #   RUNTIME=cpython|pypy        the server image's interpreter (default cpython):
 #                               `make up RUNTIME=pypy`, `RUNTIME=pypy make test-stack`
 SHELL := /bin/bash
@@ -55,7 +56,7 @@ print(f"model {s['model']} ({runs}), app {s['app']}" + (f", lesson {s['lesson']}
 endef
 export DESCRIBE_SERVER
 
-.PHONY: help up down logs ps test venv base build ca-bundle load clients scale bench smuggle soak clean normal admin-password doctor \
+.PHONY: help up down logs ps test venv base build ca-bundle load clients scale bench smuggle soak clean normal admin-password doctor stress worker \
 	$(addprefix app-,$(APPS)) $(addprefix lesson-,$(LESSONS))
 
 help: ## list the targets
@@ -138,9 +139,9 @@ admin-password: ## the Django admin's password (user admin; the server must run 
 	@$(COMPOSE) exec -T server cat /tmp/wizgy-admin-password 2>/dev/null || \
 		{ echo "no Django admin here: the server runs APP=$(RUNNING_APP); make app-django first" >&2; exit 1; }
 
-clients: ## the lesson client (loadtest/lesson_client.py) straight at the server: make clients CLIENTS="--max-clients 128"
+clients: ## the lesson client (loadtest/lesson_client.py) straight at the server: make clients CLIENTS="--max-clients 128"; exit 0 when what happened is what the running lesson predicts
 	$(COMPOSE) run --rm --no-deps --entrypoint python3 locust /opt/loadtest/lesson_client.py \
-		--host server --port 8000 $(CLIENTS)
+		--host server --port 8000 --status http://server:9000/status $(CLIENTS)
 
 scale: ## run SERVERS=N server replicas with WORKERS=N workers each behind nginx
 	$(KEEP_APP) WIZGY_WORKERS=$(WORKERS) $(COMPOSE) up -d --no-deps --scale server=$(SERVERS) --wait server
@@ -153,6 +154,50 @@ load: ## Locust headless through nginx for DURATION: HTML report + CSV in test-a
 		--headless --users $(USERS) --spawn-rate $(SPAWN_RATE) --run-time $(DURATION) \
 		--host http://nginx:8080 --csv /out/load --html /out/load.html --only-summary
 	@echo "report: $(ARTIFACTS)/load/load.html"
+
+# --- load that bites, and Locust beyond this machine --------------------------------
+
+LOCUST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
+STRESS_USERS ?= 48
+
+stress: ## HammerUser (no wait) through nginx for DURATION with LOCUST_WORKERS Locust processes (one per core), then the server workers' CPU over the run; report in test-artifacts/stress
+	@mkdir -p $(ARTIFACTS)/stress && chmod 0777 $(ARTIFACTS)/stress
+	$(COMPOSE) run --rm --no-deps -v "$(CURDIR)/$(ARTIFACTS)/stress:/out" locust \
+		--headless --processes $(LOCUST_WORKERS) --users $(STRESS_USERS) --spawn-rate $(STRESS_USERS) \
+		--run-time $(DURATION) --host http://nginx:8080 --csv /out/stress --html /out/stress.html \
+		--only-summary HammerUser
+	@echo "report: $(ARTIFACTS)/stress/stress.html"
+
+# Workers elsewhere: on the stack's machine `LOCUST_MASTER_BIND=0.0.0.0 make up` publishes
+# the master's port (5557; LOCUST_MASTER_PORT) beyond 127.0.0.1, and NGINX_BIND=0.0.0.0
+# nginx's; on any machine with the repository, `make worker MASTER=that-host`.
+ifneq ($(LOCUST_MASTER_BIND),)
+LOCUST_MASTER_PORT ?= 5557
+export LOCUST_MASTER_BIND LOCUST_MASTER_PORT
+endif
+MASTER ?= 127.0.0.1
+MASTER_PORT ?= $(LOCUST_MASTER_PORT)
+TARGET ?= http://$(MASTER):$(NGINX_PORT)
+WORKER_WITH ?= docker
+WORKER_NAME ?= wizgy-locust-worker-$(shell hostname)-$(shell echo $$PPID)
+
+worker: ## a Locust worker here, joining the stack's master at MASTER (host or IP; default this machine's stack) and loading TARGET (default http://MASTER:NGINX_PORT); WORKER_WITH=venv runs it from .venv
+	@port="$(MASTER_PORT)"; \
+	if [ -z "$$port" ] && [ "$(MASTER)" = 127.0.0.1 ]; then \
+		port=$$($(COMPOSE) port locust 5557 2>/dev/null | sed -n 's/.*://p'); fi; \
+	port=$${port:-5557}; \
+	echo "Locust worker: master $(MASTER):$$port, load sent to $(TARGET)"; \
+	if [ "$(WORKER_WITH)" = venv ]; then \
+		$(MAKE) --no-print-directory venv >/dev/null && \
+		exec env WIZGY_TARGET=$(TARGET) $(VENV)/bin/locust -f loadtest/locustfile.py \
+			--worker --master-host $(MASTER) --master-port $$port; \
+	else \
+		docker image inspect wizgy-locust:$(or $(IMAGE_TAG),latest) >/dev/null 2>&1 || \
+			$(COMPOSE) build locust; \
+		exec docker run --rm --init --network host --name $(WORKER_NAME) --hostname $(WORKER_NAME) \
+			-e WIZGY_TARGET=$(TARGET) wizgy-locust:$(or $(IMAGE_TAG),latest) \
+			--worker --master-host $(MASTER) --master-port $$port; \
+	fi
 
 BENCH_ARGS ?=
 

@@ -5,12 +5,14 @@ A fresh take on the tutorial's client3.py, whose clients exit after their first
 connection. Here each of --max-clients forked processes opens --max-conns
 connections at once, sends one GET on each and watches what comes back:
 
-  succeeded  a complete response arrived (and EOF, when `Connection: close` was sent)
-  hung       nothing complete within --wait seconds: no response, or a response
-             but no EOF (the keep-duplicate-fds lesson), or a connect that never
-             finished (a full backlog)
-  refused    the connect was refused (nothing listening, or a full queue)
+  2xx        a complete 2xx response (and EOF, when `Connection: close` was sent)
+  503        a complete 503: the server could not serve it (no-reap: fork failed)
+  other      a complete response with another status
+  no EOF     a complete response, then no EOF within --wait (keep-duplicate-fds)
+  timeout    nothing complete within --wait: no response, or a connect that never
+             finished (a full backlog, a server out of descriptors)
   reset      the server reset or closed the connection before a complete response
+  refused    the connect was refused (nothing listening, or a full queue)
   failed     a client-side problem (e.g. EMFILE here) or a malformed response
 
 --hold keeps every connection open that long after it started, whatever came
@@ -18,10 +20,21 @@ back, so the server sees many connections at once (descriptor exhaustion).
 --timeout bounds the whole run: the parent kills its clients at the deadline
 and counts what they did not report as hung.
 
-Exit status: 0 when every connection succeeded with a status below 400,
-1 otherwise, 2 for bad arguments. Standard library only.
+Then it says what the lesson predicts beside what it saw, one line each:
+
+    expected: only 2xx - saw 0 others
+    expected: zombies > 0 - saw 61
+
+The lesson is --lesson, else the one the server's --status URL reports (wizgy's
+status listener, which also gives the zombies to count); without either, the
+prediction is a server without a bug: every connection 2xx (and no zombies).
+
+Exit status: 0 when what happened is what the lesson predicts (a lesson's failure
+is a success here), 1 when it is not (the server, the network or this client
+failed otherwise: the lines say which), 2 for bad arguments. Standard library only.
 
     python3 lesson_client.py --port 8000 --max-clients 128
+    python3 lesson_client.py --max-clients 128 --status http://127.0.0.1:9000/status
     python3 lesson_client.py --max-clients 300 --hold 30 --timeout 60
 """
 
@@ -38,10 +51,14 @@ import socket
 import sys
 import time
 import traceback
+import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-OUTCOMES = ("succeeded", "hung", "refused", "reset", "failed")
+OUTCOMES = ("2xx", "503", "other", "no_eof", "timeout", "reset", "refused", "failed")
+LABELS = {"no_eof": "no EOF"}
 REPORT_MARGIN = 0.3  # seconds a client keeps to report before the parent's deadline
+SETTLE = 3.0  # seconds the server gets after the run to reap (or not) its children
 
 
 class MalformedResponse(Exception):
@@ -127,8 +144,14 @@ def errno_outcome(code: int) -> tuple[str, str]:
     if code in (errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED):
         return "reset", name
     if code == errno.ETIMEDOUT:
-        return "hung", name
+        return "timeout", name
     return "failed", name
+
+
+def status_outcome(status: int) -> str:
+    if 200 <= status < 300:
+        return "2xx"
+    return "503" if status == 503 else "other"
 
 
 class Client:
@@ -155,7 +178,8 @@ class Client:
                 self.on_ready(key.data)
             self.expire(time.monotonic())
         for conn in self.connections:
-            self.finish(conn, "hung", "still waiting at the global timeout")
+            self.finish(conn, "no_eof" if conn.complete else "timeout",
+                        "still waiting at the global timeout")
             self.close(conn)
 
     def open(self, now: float) -> Connection:
@@ -188,7 +212,8 @@ class Client:
             if conn.sock is None:
                 continue
             if conn.outcome is None and now >= conn.started + self.options.wait:
-                self.finish(conn, "hung", self.hung_reason(conn))
+                self.finish(conn, "no_eof" if conn.complete else "timeout",
+                            self.hung_reason(conn))
             if conn.outcome is not None and now >= conn.started + self.options.hold:
                 self.close(conn)
 
@@ -230,7 +255,7 @@ class Client:
             # A body without Content-Length or chunked framing ends at EOF.
             conn.complete = bool(complete) or (not data and complete is None)
         if conn.complete and (not data or self.options.keep_alive):
-            self.finish(conn, "succeeded", "")
+            self.finish(conn, status_outcome(conn.status), "")
         elif not data:
             reason = (
                 "closed mid-response" if conn.received else "closed without a response"
@@ -337,7 +362,7 @@ def summarise(options, results: list[dict], forked: int, elapsed: float) -> dict
     missing_forks = (options.max_clients - forked) * options.max_conns
     unreported = forked * options.max_conns - len(results)
     counts["failed"] += missing_forks
-    counts["hung"] += unreported
+    counts["timeout"] += unreported
     if missing_forks:
         reasons["client fork failed"] += missing_forks
     if unreported:
@@ -348,26 +373,143 @@ def summarise(options, results: list[dict], forked: int, elapsed: float) -> dict
         "path": options.path,
         "clients": options.max_clients,
         "conns_per_client": options.max_conns,
+        "wait": options.wait,
         "total": options.max_clients * options.max_conns,
         **{outcome: counts[outcome] for outcome in OUTCOMES},
+        # the two sums earlier versions reported: a 2xx, and no complete exchange in time
+        "succeeded": counts["2xx"],
+        "hung": counts["no_eof"] + counts["timeout"],
         "statuses": dict(sorted(statuses.items())),
         "reasons": dict(reasons.most_common()),
         "elapsed": round(elapsed, 3),
     }
 
 
+# -- what the lesson predicts, beside what happened --
+
+
+@dataclass(frozen=True)
+class Prediction:
+    expected: str  # "zombies > 0"
+    saw: Callable[[dict], int | None]  # the number seen (None: not seen, no --status)
+    holds: Callable[[int], bool]
+    unit: str = ""
+
+
+def only(*allowed: str) -> Prediction:
+    """Every connection ended one of these ways; the others are counted."""
+    names = ", ".join(LABELS.get(outcome, outcome) for outcome in allowed)
+    return Prediction(
+        f"only {names}",
+        lambda seen: sum(seen[o] for o in OUTCOMES if o not in allowed),
+        lambda n: n == 0,
+        " others",
+    )
+
+
+def zombies(seen: dict) -> int | None:
+    return seen["server"]["zombies"] if seen["server"] else None
+
+
+PREDICTIONS: dict[str | None, tuple[Prediction, ...]] = {
+    None: (only("2xx"), Prediction("zombies = 0", zombies, lambda n: n == 0)),
+    "reap-once": (only("2xx"), Prediction("zombies > 0", zombies, lambda n: n > 0)),
+    # 503 once zombies fill `ulimit -u` and fork() fails
+    "no-reap": (only("2xx", "503"), Prediction("zombies > 0", zombies, lambda n: n > 0)),
+    "keep-duplicate-fds": (
+        only("no_eof", "timeout"),  # timeouts once the parent is out of descriptors
+        Prediction("no EOF > 0", lambda seen: seen["no_eof"], lambda n: n > 0),
+    ),
+}
+
+
+def read_status(url: str) -> dict | None:
+    """wizgy's /status report, or None if it does not answer."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return json.load(response)
+    except (OSError, ValueError):
+        return None
+
+
+def settled_status(url: str, want_no_zombies: bool) -> dict | None:
+    """/status once the server has reaped what it will: no zombies (if none are
+    expected) or the same count twice in a row, within SETTLE seconds."""
+    deadline = time.monotonic() + SETTLE
+    last = read_status(url)
+    while last is not None and time.monotonic() < deadline:
+        if want_no_zombies and last["zombies"] == 0:
+            break
+        time.sleep(0.3)
+        now = read_status(url)
+        if now is None or (not want_no_zombies and now["zombies"] == last["zombies"]):
+            return now or last
+        last = now
+    return last
+
+
+def judge(lesson: str | None, seen: dict, status_asked: bool) -> list[dict]:
+    """Each prediction of the lesson with what was seen and whether it holds
+    (None: not seen, when no --status was given)."""
+    verdicts = []
+    for prediction in PREDICTIONS.get(lesson, ()):
+        saw = prediction.saw(seen)
+        holds = None if saw is None else prediction.holds(saw)
+        if holds is None and status_asked:
+            holds = False  # asked for, not read: the status listener failed
+        verdicts.append({"expected": prediction.expected, "saw": saw, "unit": prediction.unit,
+                         "holds": holds})
+    return verdicts
+
+
+def server_facts(before: dict | None, after: dict | None) -> dict | None:
+    if not after:
+        return None
+    grew = {key: after[key] - (before or after)[key] for key in ("emfile_events", "fork_failures")}
+    return {
+        "lesson": after["lesson"],
+        "model": after["model"],
+        "zombies": after["zombies"],
+        "open_fds": after["open_fds"],
+        "nofile_limit": after["nofile_limit"],
+        "nproc_limit": after["nproc_limit"],
+        "emfile_events_during_run": grew["emfile_events"],
+        "fork_failures_during_run": grew["fork_failures"],
+    }
+
+
 def print_report(summary: dict) -> None:
+    lesson = summary["lesson"] or "none (a server without a bug)"
     print(
         f"{summary['target']} GET {summary['path']}: {summary['clients']} clients x "
-        f"{summary['conns_per_client']} connections = {summary['total']}"
+        f"{summary['conns_per_client']} connections = {summary['total']}; lesson {lesson}"
     )
     for outcome in OUTCOMES:
-        print(f"  {outcome:<10} {summary[outcome]}")
+        print(f"  {LABELS.get(outcome, outcome):<10} {summary[outcome]}")
     statuses = ", ".join(f"{s} x{n}" for s, n in summary["statuses"].items())
     print(f"  statuses   {statuses or '-'}")
     for reason, n in summary["reasons"].items():
         print(f"  {n:>6} {reason}")
-    print(f"finished in {summary['elapsed']:.2f}s")
+    server = summary["server"]
+    if server:
+        print(f"server: model {server['model']}, zombies {server['zombies']}, open fds "
+              f"{server['open_fds']} / {server['nofile_limit']}, ulimit -u "
+              f"{server['nproc_limit']}, during the run: EMFILE "
+              f"{server['emfile_events_during_run']}, fork failures "
+              f"{server['fork_failures_during_run']}")
+    for verdict in summary["predictions"]:
+        if verdict["saw"] is not None:
+            saw = f"saw {verdict['saw']}{verdict['unit']}"
+        else:
+            saw = "not seen (" + ("--status did not answer" if summary["status_url"]
+                                  else "no --status") + ")"
+        mark = "" if verdict["holds"] is not False else "   <- not as predicted"
+        print(f"expected: {verdict['expected']} - {saw}{mark}")
+    print(f"finished in {summary['elapsed']:.2f}s: "
+          + ("as the lesson predicts" if summary["as_predicted"] else
+             "NOT as the lesson predicts (the server or this kit failed another way)"))
+    if not summary["as_predicted"] and summary["hung"]:
+        print(f"  (a busy machine may need more than --wait {summary['wait']:g} s per connection)")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -404,6 +546,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="send Connection: keep-alive; expect no EOF",
     )
+    parser.add_argument(
+        "--status",
+        metavar="URL",
+        help="wizgy's /status (e.g. http://127.0.0.1:9000/status): the lesson, and the "
+        "zombies to count",
+    )
+    parser.add_argument(
+        "--lesson",
+        choices=[name for name in PREDICTIONS if name] + ["none"],
+        help="the lesson to expect (default: the one --status reports, else none)",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     options = parser.parse_args(argv)
     if options.max_clients < 1 or options.max_conns < 1:
@@ -424,6 +577,9 @@ def main(argv: list[str] | None = None) -> int:
     except socket.gaierror as exc:
         print(f"lesson_client: cannot resolve {options.host}: {exc}", file=sys.stderr)
         return 2
+    before = read_status(options.status) if options.status else None
+    lesson = options.lesson or (before or {}).get("lesson")
+    lesson = None if lesson == "none" else lesson
     started = time.monotonic()
     deadline = started + options.timeout
     read_fd, write_fd = os.pipe()
@@ -434,6 +590,12 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stop_clients(pids)
     summary = summarise(options, results, len(pids), time.monotonic() - started)
+    after = settled_status(options.status, lesson is None) if options.status else None
+    summary["lesson"] = lesson
+    summary["status_url"] = options.status
+    summary["server"] = server_facts(before, after)
+    summary["predictions"] = judge(lesson, summary, bool(options.status))
+    summary["as_predicted"] = all(v["holds"] is not False for v in summary["predictions"])
     try:
         if options.json:
             print(json.dumps(summary, indent=2))
@@ -442,10 +604,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
     except BrokenPipeError:  # piped into `head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    all_good = summary["succeeded"] == summary["total"] and all(
-        int(status) < 400 for status in summary["statuses"]
-    )
-    return 0 if all_good else 1
+    return 0 if summary["as_predicted"] else 1
 
 
 if __name__ == "__main__":

@@ -4,13 +4,22 @@ after its 400, and the default command under a slow request and a slow reader.""
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import threading
 import time
 
 import pytest
-from conftest import APPS, AVAILABLE_MODELS, connect, read_response, run_wizgy, wait_for
+from conftest import (
+    APPS,
+    AVAILABLE_MODELS,
+    children_of,
+    connect,
+    read_response,
+    run_wizgy,
+    wait_for,
+)
 
 HELLO = b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n"
 
@@ -184,3 +193,24 @@ def test_a_request_that_came_while_the_loop_was_busy_is_not_expired():
             status, _, body = read_response(idle, timeout=10)
             assert (status, body) == (200, b"Hello, World!\n")
             assert read_response(slow, timeout=10)[2] == b"slept 2.5\n"
+
+
+def test_with_no_flags_idle_keep_alive_clients_do_not_take_the_sync_workers():
+    """Issue 17 probe: -k prefork (sync: one thread a worker) kept connections alive 5 s
+    by default, so as many idle keep-alive clients as workers took the whole server.
+    The one-thread models now default to no keep-alive, as gunicorn's sync workers."""
+    workers = 2 * len(os.sched_getaffinity(0)) + 1  # the default --workers
+    with run_wizgy("-k", "prefork", "testapp:app") as srv:
+        wait_for(lambda: len(children_of(srv.pid)) == workers, what="the workers")
+        idle = []
+        try:
+            for _ in range(workers + 1):  # each asks once, then sits on its connection
+                sock = connect(srv.port, timeout=10)
+                idle.append(sock)
+                sock.sendall(HELLO)
+                status, headers, _ = read_response(sock, timeout=10)
+                assert status == 200 and headers.get("connection") == "close"
+            assert hello_latency(srv.port) < 0.5
+        finally:
+            for sock in idle:
+                sock.close()

@@ -11,6 +11,9 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import os
+import re
+import resource
 import socket
 import struct
 import subprocess
@@ -20,7 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import APPS, run_wizgy
+from conftest import APPS, run_server, run_wizgy
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT = ROOT / "loadtest" / "lesson_client.py"
@@ -250,3 +253,128 @@ def test_against_wizgy(model):
         )
         assert status == 0, report
         assert report["succeeded"] == 6
+
+
+# --- the lesson's language: outcomes apart, what the lesson predicts beside what it saw ---
+
+def run_text(port: int, *args: str, timeout: float = 60) -> tuple[int, str]:
+    """The client's printed report (what `make clients` shows) and its exit status."""
+    done = subprocess.run(
+        [sys.executable, str(CLIENT), "--port", str(port), *args],
+        capture_output=True, text=True, check=False, timeout=timeout,
+    )
+    return done.returncode, done.stdout + done.stderr
+
+
+def answer_503_and_close(sock, kept):
+    read_head(sock)
+    sock.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
+    sock.close()
+
+
+def test_outcomes_are_counted_apart():
+    with tiny_server(answer_503_and_close) as port:
+        status, report = run_client(port, "--max-conns", "4")
+    assert status == 1  # no lesson: every connection should have been a 2xx
+    assert (report["503"], report["2xx"], report["succeeded"]) == (4, 0, 0), report
+    with tiny_server(answer_and_keep_open) as port:
+        _, report = run_client(port, "--max-conns", "2", "--wait", "0.5")
+    assert (report["no_eof"], report["timeout"], report["hung"]) == (2, 0, 2), report
+    with tiny_server(never_answer) as port:
+        _, report = run_client(port, "--max-conns", "2", "--wait", "0.5")
+    assert (report["no_eof"], report["timeout"], report["hung"]) == (0, 2, 2), report
+    with tiny_server(reset) as port:
+        _, report = run_client(port, "--max-conns", "2")
+    assert report["reset"] == 2 and report["2xx"] == report["503"] == 0, report
+
+
+@contextlib.contextmanager
+def lesson_server(*args: str, **kwargs):
+    """wizgy on the fork model with its status listener; yields (server, status URL)."""
+    with run_wizgy("-k", "fork", "--graceful-timeout", "1", "--status-bind", "127.0.0.1:0",
+                   *args, "testapp:app", **kwargs) as server:
+        port = server.wait_for_output(r"Status at: http://127\.0\.0\.1:(\d+)").group(1)
+        yield server, f"http://127.0.0.1:{port}/status"
+
+
+def test_reap_once_leaves_zombies_as_the_lesson_predicts():
+    with lesson_server("--lesson", "reap-once") as (server, status_url):
+        status, out = run_text(server.port, "--max-clients", "128", "--status", status_url)
+        assert status == 0, out
+        assert "lesson reap-once" in out and "expected: only 2xx - saw 0 others" in out
+        saw = int(re.search(r"^expected: zombies > 0 - saw (\d+)$", out, re.M).group(1))
+        assert saw > 0 and "as the lesson predicts" in out, out
+
+
+def test_the_correct_fork_model_predicts_no_zombies():
+    with lesson_server() as (server, status_url):
+        status, out = run_text(server.port, "--max-clients", "64", "--status", status_url)
+        assert status == 0, out
+        assert "expected: zombies = 0 - saw 0" in out, out
+
+
+def test_keep_duplicate_fds_gives_no_eof_as_the_lesson_predicts():
+    with lesson_server("--lesson", "keep-duplicate-fds") as (server, status_url):
+        status, report = run_client(server.port, "--max-clients", "5", "--max-conns", "2",
+                                    "--wait", "1", "--status", status_url)
+        assert status == 0, report
+        assert report["no_eof"] == 10 and report["statuses"] == {"200": 10}, report
+        assert report["predictions"] == [
+            {"expected": "only no EOF, timeout", "saw": 0, "unit": " others", "holds": True},
+            {"expected": "no EOF > 0", "saw": 10, "unit": "", "holds": True},
+        ]
+
+
+def processes_of(uid: int) -> int:
+    count = 0
+    for entry in os.listdir("/proc"):
+        with contextlib.suppress(OSError):
+            if entry.isdigit() and os.stat(f"/proc/{entry}").st_uid == uid:
+                count += 1
+    return count
+
+
+def test_no_reap_answers_503_at_the_process_limit_as_the_lesson_predicts():
+    """The lesson at a real `ulimit -u`: zombies fill it, fork() fails, the parent
+    answers 503. Root is exempt from RLIMIT_NPROC, so as root the server runs as
+    nobody (who has no other processes); otherwise the limit sits 30 above what this
+    user already runs."""
+    as_root = os.geteuid() == 0
+    uid = 65534 if as_root else os.getuid()
+    limit = 30 + (0 if as_root else processes_of(uid))
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))
+        if as_root:
+            os.setgid(65534)
+            os.setgroups([])
+            os.setuid(65534)
+
+    python = "/usr/bin/python3" if as_root and os.path.exists("/usr/bin/python3") else \
+        sys.executable  # nobody may not read the test's virtualenv; wizgy needs the stdlib only
+    cmd = [python, "-m", "wizgy", "-b", "127.0.0.1:0", "-k", "fork", "--lesson", "no-reap",
+           "--graceful-timeout", "1", "--status-bind", "127.0.0.1:0", "testapp:app"]
+    with run_server(cmd, preexec_fn=limited) as server:
+        port = server.wait_for_output(r"Status at: http://127\.0\.0\.1:(\d+)").group(1)
+        status, report = run_client(server.port, "--max-clients", "60",
+                                    "--status", f"http://127.0.0.1:{port}/status")
+        assert status == 0, report
+        assert report["503"] > 0 and report["2xx"] > 0, report
+        assert report["2xx"] + report["503"] == 60, report
+        assert report["server"]["fork_failures_during_run"] == report["503"], report
+        assert report["server"]["zombies"] == report["2xx"], report  # never reaped
+        assert report["server"]["nproc_limit"] == limit
+
+
+def test_a_lesson_that_does_not_show_is_a_failure():
+    # reap-once expected, the correct model running: no zombies, so the client fails.
+    with lesson_server() as (server, status_url):
+        status, out = run_text(server.port, "--max-clients", "8", "--lesson", "reap-once",
+                               "--status", status_url)
+        assert status == 1, out
+        assert "expected: zombies > 0 - saw 0   <- not as predicted" in out, out
+        assert "NOT as the lesson predicts" in out
+        # A status listener that does not answer: the kit failed, not the lesson.
+        status, out = run_text(server.port, "--max-clients", "2", "--lesson", "reap-once",
+                               "--status", f"http://127.0.0.1:{closed_port()}/status")
+        assert status == 1 and "not seen (--status did not answer)" in out, out

@@ -200,7 +200,8 @@ def test_the_last_response_before_max_requests_says_close(model):
     # The worker stops after its 3rd request: that response must say so, or a client
     # sends its next request (maybe a POST) into a connection about to close.
     keep_alive_get = b"GET /pid HTTP/1.1\r\nHost: t\r\n\r\n"
-    with run_wizgy("-k", model, "-w", "1", "--max-requests", "3", "testapp:app") as srv:
+    with run_wizgy("-k", model, "-w", "1", "--max-requests", "3", "--keep-alive", "5",
+                   "testapp:app") as srv:  # (keep-alive: sync defaults to 0)
         with connect(srv.port) as sock:
             answers = []
             for _ in range(3):

@@ -43,7 +43,8 @@ REFUSED = [
 
 @pytest.fixture(scope="module", params=AVAILABLE_MODELS)
 def server(request):
-    with run_wizgy("-k", request.param, "--timeout", "60", "testapp:app") as srv:
+    with run_wizgy("-k", request.param, "--timeout", "60", "--keep-alive", "5",
+                   "testapp:app") as srv:  # (keep-alive: the one-thread models default to 0)
         yield srv
     # the unknown method draws one WSGIWarning from wsgiref's validator; nothing else may
     assert srv.output().count("WSGIWarning") <= 1, srv.output()

@@ -34,7 +34,7 @@ KEYS = {"model", "runtime", "lesson", "app", "pid", "children", "zombies", "open
         "nproc_limit", "requests_total", "responses_4xx", "responses_5xx", "fork_failures",
         "emfile_events", "connections_active", "connections_idle", "processes", "events",
         "hostname"}
-PROCESS_KEYS = {"pid", "role", "state", "open_fds", "rss_bytes", "requests"}
+PROCESS_KEYS = {"pid", "role", "state", "open_fds", "rss_bytes", "cpu_seconds", "requests"}
 MAIN_ROLE = {"prefork": "master", "evloop": "master", "fork": "parent"}
 
 
@@ -155,6 +155,29 @@ def test_fds_limits_children_match_proc(model):
         assert report["zombies"] == len(zombies_of(server.pid)) == 0
         assert {p["pid"] for p in report["processes"]} == \
             {server.pid, server.status_pid, *children}
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, read from /proc here (not through wizgy)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_cpu_seconds_follow_the_work_done():
+    """The live view's CPU % comes from two reports' cpu_seconds: they must be the
+    process's own utime + stime, growing as it serves."""
+    with status_server("threaded") as server:
+        before = status(server)["processes"][0]
+        assert before["pid"] == server.pid and before["cpu_seconds"] <= cpu_seconds(server.pid)
+        deadline = time.monotonic() + 30  # bounded: at most 30 s of requests
+        while cpu_seconds(server.pid) < before["cpu_seconds"] + 0.5:
+            assert app_get(server, "/stream?n=5000") == 200
+            assert time.monotonic() < deadline, "the server never used 0.5 s of CPU"
+        after = status(server)["processes"][0]
+        assert before["cpu_seconds"] + 0.5 <= after["cpu_seconds"] <= cpu_seconds(server.pid)
+        code, _, metrics = get(server.status_url + "/metrics")
+        assert re.search(rf'^wizgy_process_cpu_seconds_total{{pid="{server.pid}",'
+                         rf'role="server",state="[RS]"}} [0-9.]+$', metrics.decode(), re.M)
 
 
 def proc_limit(pid: int, name: str) -> int | None:
@@ -389,6 +412,10 @@ def test_live_view_shows_what_proc_shows():
         assert shown["runtime"] == expected_runtime() == status(server)["runtime"]
         assert shown["numbers"]["zombies"] == "4" == str(len(zombies_of(server.pid)))
         assert shown["numbers"]["requests"] == "4"
+        assert re.fullmatch(r"\d+%", shown["numbers"]["worker CPU"]), shown["numbers"]
+        assert shown["totalsLabel"] == "all 1 replica"
+        assert shown["totals"]["zombies"] == "4" and shown["totals"]["5xx/s"] == "0.0"
+        assert "CPU (% of one core)" in shown["charts"]
         nofile = proc_limit(server.pid, "Max open files")
         assert shown["numbers"]["open fds"] == f"{open_fds(server.pid)} / {nofile}"
         rows = {int(cells[0]): cells for cells in shown["rows"]}

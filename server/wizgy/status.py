@@ -49,6 +49,7 @@ MAX_LISTED = 1000  # processes listed one by one; counts stay exact beyond it
 CLIENT_TIMEOUT = 2.0  # a status client gets this long to send its request head
 IGNORED_SIGNALS = ("SIGINT", "SIGQUIT", "SIGHUP", "SIGTTIN", "SIGTTOU", "SIGUSR1",
                    "SIGUSR2", "SIGWINCH")  # sent to the whole group: meant for the server
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 LIMITS = re.compile(r"^Max (open files|processes)\s+(\S+)", re.MULTILINE)
 
 
@@ -121,6 +122,16 @@ def proc_state(pid: int) -> str | None:
     """R, S, D, Z, T...: the field after the command name in /proc/PID/stat."""
     text = read(f"/proc/{pid}/stat")
     return text.rsplit(")", 1)[1].split()[0] if text else None
+
+
+def proc_cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU time a process has used (utime + stime, /proc/PID/stat
+    fields 14 and 15, in clock ticks)."""
+    text = read(f"/proc/{pid}/stat")
+    if not text:
+        return None
+    fields = text.rsplit(")", 1)[1].split()  # fields[0] is field 3, the state
+    return round((int(fields[11]) + int(fields[12])) / CLOCK_TICKS, 2)
 
 
 def proc_rss(pid: int) -> int:
@@ -240,6 +251,7 @@ def process(pid: int, role: str, per_pid: dict) -> dict:
         "state": state or "?",
         "open_fds": proc_fds(pid) if state != "Z" else 0,
         "rss_bytes": proc_rss(pid),
+        "cpu_seconds": proc_cpu_seconds(pid),  # rates from two reports: the live view's CPU %
         "requests": per_pid.get(pid, {}).get("requests_total", 0),
     }
 
@@ -265,6 +277,8 @@ PER_PROCESS = (  # (process key, metric name, type, help)
     ("open_fds", "wizgy_process_open_fds", "gauge", "Open descriptors of one process."),
     ("rss_bytes", "wizgy_process_resident_memory_bytes", "gauge", "Resident memory."),
     ("requests", "wizgy_process_requests_total", "counter", "Requests this process answered."),
+    ("cpu_seconds", "wizgy_process_cpu_seconds_total", "counter",
+     "User and system CPU time of one process."),
 )
 
 

@@ -4,7 +4,7 @@
 
 import {
   createStore, formatDuration, hostNames, ingest, isStale, niceMax, pickHost,
-  processRows, series, statusUrl,
+  processRows, series, statusUrl, totals,
 } from "./data.js";
 
 const POLL_MS = 1000;
@@ -25,8 +25,10 @@ const CHARTS = [
   { id: "connections", title: "Connections",
     lines: [["active", "active", COLORS.green], ["idle", "idle (keep-alive)", COLORS.purple]] },
   { id: "rps", title: "Requests / s", lines: [["rps", "requests/s", COLORS.blue]] },
-  { id: "errors", title: "Error rate (4xx+5xx)", percent: true,
-    lines: [["error_rate", "errors", COLORS.red]] },
+  { id: "errors", title: "Errors (% of requests)", percent: true,
+    lines: [["errors_5xx", "5xx (server)", COLORS.red], ["errors_4xx", "4xx (client)", COLORS.orange]] },
+  { id: "cpu", title: "CPU (% of one core)", percent: true, minTop: 100,
+    lines: [["cpu_workers", "per worker", COLORS.green], ["cpu_busiest", "busiest process", COLORS.purple]] },
 ];
 
 const $ = (id) => document.getElementById(id);
@@ -81,17 +83,33 @@ function render() {
   renderEvents(host.events);
 }
 
+// The replica picker and, beside it, the sum over every replica answering.
 function renderHosts(now) {
   const names = hostNames(store);
   const box = $("hosts");
-  box.hidden = names.length < 2;
-  box.replaceChildren(el("span", { class: "label" }, "replica"), ...names.map((name) => {
-    const button = el("button", { type: "button" }, name);
-    if (name === selected) button.classList.add("selected");
-    if (isStale(store.hosts.get(name), now)) button.classList.add("stale");
-    button.addEventListener("click", () => { wanted = name; render(); });
-    return button;
-  }));
+  box.hidden = names.length === 0;
+  const buttons = names.length < 2 ? [] : [el("span", { class: "label" }, "replica"),
+    ...names.map((name) => {
+      const button = el("button", { type: "button" }, name);
+      if (name === selected) button.classList.add("selected");
+      if (isStale(store.hosts.get(name), now)) button.classList.add("stale");
+      button.addEventListener("click", () => { wanted = name; render(); });
+      return button;
+    })];
+  const sum = totals(store, now);
+  const cells = [
+    ["children", sum.children],
+    ["zombies", sum.zombies, sum.zombies > 0 ? "bad" : ""],
+    ["req/s", sum.rps.toFixed(1)],
+    ["4xx/s", sum.errors_4xx.toFixed(1)],
+    ["5xx/s", sum.errors_5xx.toFixed(1), sum.errors_5xx > 0 ? "bad" : ""],
+    ["worker CPU", sum.cpu_workers == null ? "…" : `${Math.round(sum.cpu_workers * 100)}%`],
+  ];
+  const total = el("div", { id: "totals", class: "totals" },
+    el("span", { class: "label" }, `all ${sum.replicas} replica${sum.replicas === 1 ? "" : "s"}`),
+    ...cells.map(([label, value, cls]) => el("span", { class: `total ${cls || ""}` },
+      el("b", { "data-key": label }, String(value)), ` ${label}`)));
+  box.replaceChildren(...buttons, total);
 }
 
 function renderNumbers(report, sample) {
@@ -103,6 +121,7 @@ function renderNumbers(report, sample) {
     ["requests", report.requests_total],
     ["req/s", sample && sample.rps != null ? sample.rps.toFixed(1) : "…"],
     ["4xx / 5xx", `${report.responses_4xx} / ${report.responses_5xx}`],
+    ["worker CPU", sample && sample.cpu_workers != null ? `${Math.round(sample.cpu_workers * 100)}%` : "…"],
     ["active / idle", `${report.connections_active} / ${report.connections_idle}`],
     ["fork failures", report.fork_failures, report.fork_failures > 0 ? "bad" : ""],
     ["EMFILE", report.emfile_events, report.emfile_events > 0 ? "bad" : ""],
@@ -158,7 +177,7 @@ function drawChart(chart, samples, now, windowMs) {
   const dataMax = niceMax(values);
   const limit = chart.limit ? samples.at(-1)?.[chart.limit] : null;
   const limitOnScale = limit != null && limit <= 20 * dataMax;
-  const top = chart.percent ? Math.max(niceMax(values), 1) : niceMax(limitOnScale ? [...values, limit] : values);
+  const top = chart.percent ? Math.max(niceMax(values), chart.minTop ?? 1) : niceMax(limitOnScale ? [...values, limit] : values);
   const x = (t) => pad.left + plotW * (1 - (now - t) / windowMs);
   const y = (v) => pad.top + plotH * (1 - v / top);
 

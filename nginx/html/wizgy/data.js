@@ -5,6 +5,7 @@
 //   ingest(store, report, Date.now());             // one /status answer
 //   hostNames(store)                               // replicas seen, for the selector
 //   store.hosts.get(name).samples                  // [{t, processes, zombies, ...}, ...]
+//   totals(store, now)                             // the sum over every replica answering
 //
 // With `--scale server=N`, nginx sends each poll to one replica; every replica has
 // its own series, keyed by the hostname it reports, and its rates come from its own
@@ -73,26 +74,77 @@ export function toSample(report, previous, now) {
     idle: report.connections_idle,
     rps: null,
     error_rate: null,
+    errors_4xx: null,
+    errors_5xx: null,
+    cpu_workers: null,
+    cpu_busiest: null,
   };
   const rate = rates(previous, report);
   if (rate) Object.assign(sample, rate);
   return sample;
 }
 
-// Requests per second and the share of them that failed (4xx + 5xx), between two
-// reports of the same replica. null when there is no earlier report, time did not
-// advance, or the counters went down (the server restarted).
+// Between two reports of the same replica: requests per second; the share of them
+// answered 4xx (the client's fault: a missing page, a bad request) and 5xx (the
+// server's: 500, 502, 503 when fork fails); and CPU. null when there is no earlier
+// report, time did not advance, or the counters went down (the server restarted).
 export function rates(previous, report) {
   if (!previous || previous.pid !== report.pid) return null;
   const seconds = report.time - previous.time;
   const requests = report.requests_total - previous.requests_total;
   if (!(seconds > 0) || requests < 0) return null;
-  const errors =
-    report.responses_4xx + report.responses_5xx - previous.responses_4xx - previous.responses_5xx;
+  const share = (n) => (requests > 0 ? Math.max(0, n) / requests : 0);
+  const errors_4xx = share(report.responses_4xx - previous.responses_4xx);
+  const errors_5xx = share(report.responses_5xx - previous.responses_5xx);
   return {
     rps: requests / seconds,
-    error_rate: requests > 0 ? Math.max(0, errors) / requests : 0,
+    error_rate: errors_4xx + errors_5xx,
+    errors_4xx,
+    errors_5xx,
+    ...cpu(previous, report, seconds),
   };
+}
+
+// CPU as a share of one core (1 = 100%), from each process's cpu_seconds in two
+// reports. cpu_workers: the mean over the processes that serve (prefork's workers;
+// the one process of threaded/iterative; fork's parent and children together, as
+// one); cpu_busiest: the busiest single process. A worker's Python runs on one core
+// at a time (the GIL), so 1 is as busy as a worker gets.
+export function cpu(previous, report, seconds) {
+  const before = new Map((previous.processes || []).map((p) => [p.pid, p.cpu_seconds]));
+  const used = [];
+  for (const p of report.processes || []) {
+    const then = before.get(p.pid);
+    if (p.role === "status" || p.cpu_seconds == null || then == null) continue;
+    used.push({ role: p.role, share: Math.max(0, p.cpu_seconds - then) / seconds });
+  }
+  if (!used.length) return { cpu_workers: null, cpu_busiest: null };
+  const workers = used.filter((u) => u.role === "worker");
+  const total = (list) => list.reduce((sum, u) => sum + u.share, 0);
+  return {
+    cpu_workers: workers.length ? total(workers) / workers.length : total(used),
+    cpu_busiest: Math.max(...used.map((u) => u.share)),
+  };
+}
+
+// Every replica still answering, added up: what the whole service is doing.
+export function totals(store, now) {
+  const sum = { replicas: 0, children: 0, zombies: 0, rps: 0, errors_4xx: 0, errors_5xx: 0,
+    cpu_workers: null };
+  const cpus = [];
+  for (const host of store.hosts.values()) {
+    if (isStale(host, now) || !host.last) continue;
+    const sample = host.samples.at(-1) || {};
+    sum.replicas += 1;
+    sum.children += host.last.children || 0;
+    sum.zombies += host.last.zombies || 0;
+    sum.rps += sample.rps || 0;
+    sum.errors_4xx += (sample.rps || 0) * (sample.errors_4xx || 0); // per second
+    sum.errors_5xx += (sample.rps || 0) * (sample.errors_5xx || 0);
+    if (sample.cpu_workers != null) cpus.push(sample.cpu_workers);
+  }
+  if (cpus.length) sum.cpu_workers = cpus.reduce((a, b) => a + b, 0) / cpus.length;
+  return sum;
 }
 
 function trim(samples, oldest) {

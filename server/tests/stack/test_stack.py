@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -208,12 +210,12 @@ BROWSER = Path(__file__).resolve().parents[3] / "nginx" / "html" / "wizgy" / "te
     "browser.mjs"
 
 
-def live_view(stack, shot: Path) -> dict:
+def live_view(stack, shot: Path, wait: float = 4) -> dict:
     """The live view through nginx, in headless Chromium: what the page shows."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page = f"http://127.0.0.1:{stack.nginx_port}/wizgy/"
     proc = subprocess.run(["node", "--experimental-websocket", str(BROWSER), page,
-                           "--wait", "4", "--screenshot", str(shot)],
+                           "--wait", str(wait), "--screenshot", str(shot)],
                           capture_output=True, text=True, timeout=90, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     shown = json.loads(proc.stdout)
@@ -238,3 +240,52 @@ def test_live_view_through_nginx_follows_a_lesson(stack):
     assert int(after["numbers"]["zombies"]) == status["zombies"] == zombies(stack) >= 12
     assert after["numbers"]["open fds"].endswith(f"/ {status['nofile_limit']}")
     assert shot.stat().st_size > 10_000
+
+
+def every_replica_status(stack, replicas: int) -> dict[str, dict]:
+    """/wizgy/status of each replica (nginx sends each request to one), by hostname."""
+    seen: dict[str, dict] = {}
+    deadline = time.monotonic() + 30
+    while len(seen) < replicas and time.monotonic() < deadline:
+        report = stack.get_json("/wizgy/status")
+        seen[report["hostname"]] = report
+    assert len(seen) == replicas, seen.keys()
+    return seen
+
+
+def test_live_view_adds_up_replicas_and_tells_4xx_from_5xx(stack):
+    require_tool("chromium", "node")
+    stack.up("server", "nginx", scale={"server": 2})
+    every_replica_status(stack, 2)  # both answer before the page starts polling
+    code, headers, body = stack.request("GET", "/favicon.ico")
+    assert code == 200 and body[:4] == b"\0\0\1\0", (code, body[:16])  # an ICO file
+    assert "icon" in headers["Content-Type"], headers
+
+    # 404s from the app while the page polls: the error chart must call them 4xx.
+    sent, stop = [], threading.Event()
+
+    def not_found() -> None:
+        while not stop.is_set():
+            sent.append(stack.request("GET", "/no-such-page")[0])
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=not_found)
+    thread.start()
+    try:
+        shown = live_view(stack, ARTIFACTS / "live-view-replicas.png", wait=8)
+    finally:
+        stop.set()
+        thread.join()
+    assert sent and set(sent) == {404}, sent
+    assert shown["totalsLabel"] == "all 2 replicas", shown
+    legend = shown["charts"]["Errors (% of requests)"]
+    five, four = (float(v) for v in re.findall(r"xx \((?:server|client)\) ([0-9.]+)%", legend))
+    assert five == 0 and four > 0, legend  # 5xx first in the legend, then 4xx
+
+    reports = every_replica_status(stack, 2)
+    assert int(shown["totals"]["children"]) == sum(r["children"] for r in reports.values())
+    assert shown["totals"]["zombies"] == "0"
+    # Every 4xx the replicas counted is one of ours: the browser's /favicon.ico (and the
+    # page's own files) never reached the app.
+    assert sum(r["responses_4xx"] for r in reports.values()) == len(sent), reports
+    assert sum(r["responses_5xx"] for r in reports.values()) == 0

@@ -4,8 +4,8 @@
 //   node --experimental-websocket nginx/html/wizgy/tests/browser.mjs URL \
 //       [--wait SECONDS] [--screenshot FILE.png] [--size 1400,900]
 //
-// Prints one JSON object: {numbers: {label: text}, rows: [[cells]], events: [text],
-// host, model, runtime, lesson, error}. Talks the DevTools protocol over a WebSocket (no
+// Prints one JSON object: {numbers: {label: text}, totals: {label: text}, rows: [[cells]],
+// events: [text], charts: {id: legend text}, host, model, runtime, lesson, error}. Talks the DevTools protocol over a WebSocket (no
 // puppeteer: nothing to install but Debian's `chromium`). Node 20 needs the flag above.
 
 import { spawn } from "node:child_process";
@@ -75,6 +75,11 @@ const READ_PAGE = `JSON.stringify({
   error: document.getElementById("error").hidden ? null : document.getElementById("error").textContent,
   numbers: Object.fromEntries([...document.querySelectorAll(".number")].map(
     (n) => [n.querySelector("span").textContent, n.querySelector("b").textContent])),
+  totals: Object.fromEntries([...document.querySelectorAll("#totals b")].map(
+    (b) => [b.dataset.key, b.textContent])),
+  totalsLabel: document.querySelector("#totals .label")?.textContent ?? null,
+  charts: Object.fromEntries([...document.querySelectorAll(".chart")].map(
+    (c) => [c.querySelector("figcaption").textContent, c.querySelector(".legend").textContent])),
   rows: [...document.querySelectorAll("#processes tr")].map(
     (tr) => [...tr.children].map((td) => td.textContent)),
   events: [...document.querySelectorAll("#events li")].map((li) => li.textContent),

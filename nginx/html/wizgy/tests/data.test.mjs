@@ -3,8 +3,8 @@ import assert from "node:assert/strict";
 import test from "node:test";
 
 import {
-  createStore, formatBytes, formatDuration, hostNames, ingest, isStale, mergeEvents,
-  niceMax, pickHost, processRows, rates, series, statusUrl, STALE_MS,
+  cpu, createStore, formatBytes, formatDuration, hostNames, ingest, isStale, mergeEvents,
+  niceMax, pickHost, processRows, rates, series, statusUrl, STALE_MS, totals,
 } from "../data.js";
 
 function report(over = {}) {
@@ -30,15 +30,18 @@ test("statusUrl: the query parameter wins, else the nginx path", () => {
   assert.equal(statusUrl("?host=a", "/x"), "/x");
 });
 
-test("rates: requests per second and error share between two reports", () => {
+const NO_CPU = { cpu_workers: null, cpu_busiest: null };
+
+test("rates: requests per second and error shares, 4xx and 5xx apart", () => {
   const a = report();
   const b = report({ time: 1002, requests_total: 140, responses_4xx: 3, responses_5xx: 1 });
-  assert.deepEqual(rates(a, b), { rps: 20, error_rate: 0.1 });
+  assert.deepEqual(rates(a, b), { rps: 20, error_rate: 0.1, errors_4xx: 0.075, errors_5xx: 0.025, ...NO_CPU });
   assert.equal(rates(null, b), null);
   assert.equal(rates(b, b), null, "no time passed");
   assert.equal(rates(b, report({ time: 1003, requests_total: 5 })), null, "counters went down");
   assert.equal(rates(a, report({ time: 1001, pid: 99 })), null, "another server process");
-  assert.deepEqual(rates(a, report({ time: 1001 })), { rps: 0, error_rate: 0 });
+  assert.deepEqual(rates(a, report({ time: 1001 })),
+    { rps: 0, error_rate: 0, errors_4xx: 0, errors_5xx: 0, ...NO_CPU });
 });
 
 test("ingest: one series per replica; rates never mix replicas", () => {
@@ -111,4 +114,41 @@ test("formatting and scales", () => {
   assert.equal(niceMax([12, null, 7]), 20);
   assert.equal(niceMax([1024]), 2000);
   assert.deepEqual(series([{ t: 1, rps: null }, { t: 2, rps: 3 }], "rps"), [[2, 3]]);
+});
+
+function withCpu(time, seconds) { // report() whose processes have used `seconds` of CPU each
+  return report({ time, processes: report().processes.map((p, i) => ({ ...p, cpu_seconds: seconds[i] })) });
+}
+
+test("cpu: workers' mean and the busiest process, as shares of one core", () => {
+  // master 10, workers 12 and 11, status 13 (left out)
+  const a = withCpu(1000, [1, 10, 20, 0]);
+  const b = withCpu(1002, [1.2, 11.9, 21.7, 2]);
+  const got = cpu(a, b, 2);
+  assert.ok(Math.abs(got.cpu_workers - 0.9) < 1e-9, got); // (0.95 + 0.85) / 2
+  assert.ok(Math.abs(got.cpu_busiest - 0.95) < 1e-9, got);
+  assert.deepEqual(cpu(report(), report(), 1), NO_CPU, "no cpu_seconds: nothing to say");
+  // One process serving (threaded): it is the worker.
+  const one = (t, s) => report({ time: t, processes: [{ pid: 10, role: "server", cpu_seconds: s }] });
+  assert.ok(Math.abs(cpu(one(0, 5), one(1, 5.5), 1).cpu_workers - 0.5) < 1e-9);
+  assert.ok(Math.abs(rates(a, b).cpu_workers - 0.9) < 1e-9, "rates carries it");
+});
+
+test("totals: every replica answering, added up; a stale one left out", () => {
+  const store = createStore();
+  ingest(store, report({ hostname: "a", zombies: 1 }), 0);
+  ingest(store, report({ hostname: "a", time: 1001, requests_total: 120, responses_5xx: 10, zombies: 1 }), 1000);
+  ingest(store, report({ hostname: "b", children: 3 }), 0);
+  ingest(store, report({ hostname: "b", time: 1002, requests_total: 160, responses_4xx: 6, children: 3 }), 1000);
+  const sum = totals(store, 1500);
+  assert.equal(sum.replicas, 2);
+  assert.equal(sum.children, 5);
+  assert.equal(sum.zombies, 1);
+  assert.equal(sum.rps, 50); // 20 + 30
+  assert.equal(sum.errors_5xx, 10);
+  assert.equal(sum.errors_4xx, 3);
+  assert.equal(sum.cpu_workers, null);
+  ingest(store, report({ hostname: "b", time: 1100, requests_total: 170, children: 3 }), STALE_MS + 2000);
+  assert.equal(totals(store, STALE_MS + 2000).replicas, 1, "a went quiet");
+  assert.equal(totals(store, STALE_MS + 2000).children, 3);
 });
