@@ -5,6 +5,8 @@
 #   SERVERS=N WORKERS=N         for `scale`
 #   USERS, SPAWN_RATE, DURATION for `load`
 #   LOCUST_WORKERS, STRESS_USERS, DURATION for `stress`; MASTER for `worker`
+#   RUNTIME=cpython|pypy        the server image's interpreter (default cpython):
+#                               `make up RUNTIME=pypy`, `RUNTIME=pypy make test-stack`
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -28,6 +30,15 @@ export NGINX_PORT LOCUST_PORT
 # set, so that nothing empty reaches the tests' environment).
 $(foreach name,APP IMAGE_TAG WIZGY_MODEL WIZGY_WORKERS WIZGY_THREADS WIZGY_LESSON,\
 	$(if $($(name)),$(eval export $(name))))
+
+# The server image's interpreter. Its image is wizgy-server:SERVER_TAG, IMAGE_TAG with
+# -pypy appended on PyPy, so that both runtimes' images coexist (docker-compose.yml).
+RUNTIME ?= cpython
+ifeq ($(filter $(RUNTIME),cpython pypy),)
+$(error RUNTIME=$(RUNTIME): expected cpython or pypy)
+endif
+SERVER_TAG := $(or $(IMAGE_TAG),latest)$(if $(filter pypy,$(RUNTIME)),-pypy)
+export RUNTIME SERVER_TAG
 
 # The app the running server was started with: lessons, scale and load keep it
 # unless APP is given.
@@ -74,7 +85,7 @@ up: build ## build what is missing, start nginx, wizgy (APP=flask|pyramid|django
 urls:
 	@echo
 	@echo "  app (through nginx)   http://127.0.0.1:$(NGINX_PORT)/"
-	@echo "  server status         http://127.0.0.1:$(NGINX_PORT)/wizgy/status"
+	@echo "  server status         http://127.0.0.1:$(NGINX_PORT)/wizgy/status   (RUNTIME=$(RUNTIME))"
 	@echo "  Locust                http://127.0.0.1:$(LOCUST_PORT)/"
 	@echo "  server                $$($(COMPOSE) exec -T server python3 -c "$$DESCRIBE_SERVER" 2>/dev/null || echo '(not running)')"
 	@echo
@@ -248,3 +259,28 @@ test: venv ## every test: unit, functional and the Docker stack (server/tests/st
 	@$(VENV)/bin/python -m pytest server/tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$rc
+
+# --- PyPy ----------------------------------------------------------------------------
+
+PYPY ?= pypy3
+VENV_PYPY := .venv-pypy
+# The tests that run wizgy in-process (the parser's); the others start it as a server.
+IN_PROCESS_TESTS := server/tests/test_http_parser.py server/tests/test_fuzz.py
+
+.PHONY: venv-pypy test-pypy test-stack
+venv-pypy: $(VENV_PYPY)/.installed
+
+$(VENV_PYPY)/.installed: server/constraints-pypy.txt server/requirements-pypy.txt server/pyproject.toml
+	@command -v $(PYPY) >/dev/null || { echo "needs $(PYPY): apt-get install pypy3 pypy3-venv" >&2; exit 1; }
+	test -x $(VENV_PYPY)/bin/python || $(PYPY) -m venv $(VENV_PYPY)
+	$(VENV_PYPY)/bin/pip install -q --disable-pip-version-check \
+		-c server/constraints-pypy.txt -r server/requirements-pypy.txt -e server
+	touch $@
+
+test-pypy: venv venv-pypy ## the server tests (not the Docker stack) with wizgy on PyPy: clients on CPython, server on .venv-pypy; then the parser's in-process tests on PyPy
+	WIZGY_TEST_PYTHON=$(CURDIR)/$(VENV_PYPY)/bin/python $(VENV)/bin/python -m pytest server/tests \
+		--ignore=server/tests/stack $(addprefix --ignore=,$(IN_PROCESS_TESTS))
+	$(VENV_PYPY)/bin/python -m pytest -p no:cacheprovider $(IN_PROCESS_TESTS)
+
+test-stack: venv ## only the Docker stack tests (server/tests/stack), on the server image of RUNTIME: RUNTIME=pypy make test-stack
+	$(VENV)/bin/python -m pytest server/tests/stack

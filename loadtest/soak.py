@@ -74,6 +74,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="prefork models: HUP the master every this many seconds")
     parser.add_argument("--ttin-ttou-every", type=float, default=0,
                         help="prefork models: TTIN, then TTOU half as long after, this often")
+    parser.add_argument("--python", default=sys.executable,
+                        help="interpreter that runs wizgy, e.g. a PyPy venv's (default: this "
+                        "one; Locust always runs on this one)")
     args = parser.parse_args(argv)
     args.models = list(ALL_MODELS) if args.models == "all" else args.models.split(",")
     unknown = set(args.models) - set(ALL_MODELS)
@@ -91,7 +94,7 @@ class Server:
     def __init__(self, model: str, args: argparse.Namespace, tmp: Path) -> None:
         app, directory, _ = APPS[args.app]
         self.log_path = tmp / f"wizgy-{model}.log"
-        cmd = [sys.executable, "-m", "wizgy", "-b", "127.0.0.1:0",
+        cmd = [args.python, "-m", "wizgy", "-b", "127.0.0.1:0",
                "--status-bind", "127.0.0.1:0", "-k", model, "-w", str(args.workers),
                "--threads", str(args.threads), "--keep-alive", str(KEEP_ALIVE),
                "--chdir", str(directory), app]

@@ -1,4 +1,7 @@
-"""The bench's own virtualenv (loadtest/bench/.venv): the peers, the frameworks, wizgy.
+"""The bench's own virtualenvs: the peers, the frameworks, wizgy. One per runtime:
+loadtest/bench/.venv on the CPython running the harness (server/constraints.txt), and
+loadtest/bench/.venv-pypy on Debian's pypy3 (server/constraints-pypy.txt), built only
+when a PyPy server is benched.
 
 Each peer is installed by its own pip call, so one that fails to build is recorded
 with its reason and the rest still install; the harness then reports it as
@@ -17,70 +20,83 @@ import sys
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(BENCH_DIR))
-VENV = os.path.join(BENCH_DIR, ".venv")
-RECORD = os.path.join(VENV, "bench-install.json")
-CONSTRAINTS = os.path.join(ROOT, "server", "constraints.txt")
+PYPY = "pypy3"  # Debian's: apt-get install pypy3 pypy3-venv
+VENVS = {"cpython": os.path.join(BENCH_DIR, ".venv"), "pypy": os.path.join(BENCH_DIR, ".venv-pypy")}
+CONSTRAINTS = {
+    "cpython": os.path.join(ROOT, "server", "constraints.txt"),
+    "pypy": os.path.join(ROOT, "server", "constraints-pypy.txt"),
+}
 INPUTS = [
-    CONSTRAINTS,
     os.path.join(ROOT, "server", "pyproject.toml"),
     __file__,
     os.path.join(BENCH_DIR, "requirements.txt"),
 ]
 
-FRAMEWORKS = ["flask", "pyramid", "django", "matplotlib"]
+# matplotlib draws the chart: the CPython venv's job only.
+FRAMEWORKS = {"cpython": ["flask", "pyramid", "django", "matplotlib"],
+              "pypy": ["flask", "pyramid", "django"]}  # fmt: skip
 PEERS = ["gunicorn", "waitress", "granian", "bjoern", "meinheld"]
 
 
-def python() -> str:
-    return os.path.join(VENV, "bin", "python")
+def python(runtime: str = "cpython") -> str:
+    return os.path.join(VENVS[runtime], "bin", "python")
 
 
-def inputs_hash() -> str:
+def record_path(runtime: str) -> str:
+    return os.path.join(VENVS[runtime], "bench-install.json")
+
+
+def inputs_hash(runtime: str) -> str:
     digest = hashlib.sha256()
-    for path in INPUTS:
+    for path in [CONSTRAINTS[runtime], *INPUTS]:
         with open(path, "rb") as f:
             digest.update(f.read())
     return digest.hexdigest()[:16]
 
 
-def load_record() -> dict:
+def load_record(runtime: str) -> dict:
     try:
-        with open(RECORD) as f:
+        with open(record_path(runtime)) as f:
             return json.load(f)
     except (OSError, ValueError):
         return {}
 
 
-def ensure(log=print) -> dict:
-    """Build or refresh the venv; return {package: {"ok": bool, "reason"/"note": str}}."""
-    record = load_record()
-    if record.get("hash") == inputs_hash() and os.path.exists(python()):
+def ensure(log=print, runtime: str = "cpython") -> dict:
+    """Build or refresh the runtime's venv; return {package: {"ok": bool, "reason"/"note": str}}."""
+    record = load_record(runtime)
+    if record.get("hash") == inputs_hash(runtime) and os.path.exists(python(runtime)):
         return record["packages"]
-    log(f"bench venv: installing into {VENV} (a few minutes the first time)")
-    if not os.path.exists(python()):
-        subprocess.run([sys.executable, "-m", "venv", VENV], check=True)
-    packages = {"wizgy": pip(["-e", os.path.join(ROOT, "server")])}
-    packages["frameworks"] = pip(FRAMEWORKS)
+    base = sys.executable if runtime == "cpython" else shutil.which(PYPY)
+    if base is None:
+        reason = f"{PYPY} not found (apt-get install pypy3 pypy3-venv)"
+        return {name: {"ok": False, "reason": reason} for name in ["wizgy", "frameworks", *PEERS]}
+    log(f"bench venv: installing into {VENVS[runtime]} (a few minutes the first time)")
+    if not os.path.exists(python(runtime)):
+        subprocess.run([base, "-m", "venv", VENVS[runtime]], check=True)
+    packages = {"wizgy": pip(["-e", os.path.join(ROOT, "server")], runtime)}
+    packages["frameworks"] = pip(FRAMEWORKS[runtime], runtime)
     for name in PEERS:
-        packages[name] = INSTALLERS.get(name, lambda n=name: pip([n]))()
+        install = INSTALLERS.get(name)
+        packages[name] = install(runtime) if install else pip([name], runtime)
         status = "ok" if packages[name]["ok"] else f"FAILED: {packages[name]['reason']}"
-        log(f"bench venv: {name}: {status}")
-    with open(RECORD, "w") as f:
-        json.dump({"hash": inputs_hash(), "packages": packages}, f, indent=1)
+        log(f"bench venv ({runtime}): {name}: {status}")
+    with open(record_path(runtime), "w") as f:
+        json.dump({"hash": inputs_hash(runtime), "packages": packages}, f, indent=1)
     return packages
 
 
-def pip(args: list[str]) -> dict:
+def pip(args: list[str], runtime: str = "cpython") -> dict:
     done = subprocess.run(
         [
-            python(),
+            python(runtime),
             "-m",
             "pip",
             "install",
             "-q",
             "--disable-pip-version-check",
             "-c",
-            CONSTRAINTS,
+            CONSTRAINTS[runtime],
             *args,
         ],
         check=False,
@@ -101,7 +117,7 @@ def error_line(output: str) -> str:
     return (lines[-1] if lines else "pip failed")[:200]
 
 
-def install_bjoern() -> dict:
+def install_bjoern(runtime: str) -> dict:
     """bjoern compiles against libev: install libev-dev from Debian first when missing."""
     if not os.path.exists("/usr/include/ev.h"):
         if os.geteuid() != 0 or not shutil.which("apt-get"):
@@ -125,22 +141,22 @@ def install_bjoern() -> dict:
                 "ok": False,
                 "reason": "apt-get install libev-dev: " + error_line(done.stderr or done.stdout),
             }
-    return pip(["bjoern"])
+    return pip(["bjoern"], runtime)
 
 
-def install_meinheld() -> dict:
+def install_meinheld(runtime: str) -> dict:
     """meinheld 1.0.2 requires greenlet<0.5, whose C code does not compile on 3.11.
 
     meinheld's own extension builds and runs with a current greenlet, so when the
     plain install fails, install greenlet and then meinheld without its dependencies.
     """
-    plain = pip(["meinheld"])
-    if plain["ok"]:
+    plain = pip(["meinheld"], runtime)
+    if plain["ok"] or runtime == "pypy":  # PyPy ships its own greenlet
         return plain
-    greenlet = pip(["greenlet"])
+    greenlet = pip(["greenlet"], runtime)
     if not greenlet["ok"]:
         return {"ok": False, "reason": f"{plain['reason']}; greenlet: {greenlet['reason']}"}
-    forced = pip(["--no-deps", "meinheld"])
+    forced = pip(["--no-deps", "meinheld"], runtime)
     if not forced["ok"]:
         return {"ok": False, "reason": f"{plain['reason']}; --no-deps: {forced['reason']}"}
     return {

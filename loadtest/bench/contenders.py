@@ -1,7 +1,8 @@
 """The servers the harness knows: one table entry each, the command that starts it.
 
 A command is split like a shell line, then each word is filled in: {python} is the
-interpreter that runs the servers (the bench venv's), {bench} this folder, {host}
+interpreter that runs the server (the bench venv's; for a `runtime="pypy"` server the
+PyPy bench venv's, .venv-pypy), {bench} this folder, {host}
 {port} {bind} the address, {workers} the worker count, {app} the scenario's
 module:callable and {appdir} its folder (every server also starts in that folder).
 `workers_max` is the most workers a server can run (None: any); scenarios that need
@@ -11,7 +12,7 @@ To change how a server runs, change its line here and nothing else.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,7 @@ class Contender:
     workers_max: int | None = None
     note: str = ""
     skips: tuple[tuple[str, str], ...] = ()  # (scenario, why it does not run there)
+    runtime: str = "cpython"  # or "pypy"
 
 
 WIZGY = "{python} -m wizgy -b {bind} -w {workers} --chdir {appdir}"
@@ -59,7 +61,24 @@ CONTENDERS = [
 ]
 # fmt: on
 
+# The same servers on PyPy, the same commands: the JIT compiles the whole request path
+# there, the server's own Python and the app's. A peer whose C extension does not build
+# for PyPy shows as "not installed" with pip's reason, not left out.
+ON_PYPY = {
+    "wizgy": "wizgy-pypy",
+    "gunicorn-sync": "gunicorn-pypy",
+    "waitress": "waitress-pypy",
+    "granian": "granian-pypy",
+    "bjoern": "bjoern-pypy",
+    "meinheld": "meinheld-pypy",
+}
+CONTENDERS += [
+    replace(c, name=ON_PYPY[c.name], runtime="pypy", note="; ".join(filter(None, ["PyPy", c.note])))
+    for c in CONTENDERS
+    if c.name in ON_PYPY
+]
+
 BY_NAME = {c.name: c for c in CONTENDERS}
 DEFAULT = ["wizgy", "gunicorn-sync", "gunicorn-gthread", "waitress", "meinheld", "granian",
-           "bjoern", "python-floor"]  # fmt: skip
+           "bjoern", "python-floor", *ON_PYPY.values()]  # fmt: skip
 BASELINE = "gunicorn-sync"

@@ -23,6 +23,7 @@ COLUMNS = [
     "CPU %",
     "RSS/worker MiB",
     "RSS total MiB",
+    "warm-up s",
     "x gunicorn-sync",
     "x wizgy",
 ]
@@ -52,6 +53,7 @@ def summarize_cell(server: str, runs: list[dict]) -> dict:
         return {"server": server, "status": runs[0]["status"], "rounds": 0}
     rps = [r["wrk"]["requests"] / (r["wrk"]["duration_us"] / 1e6) for r in good]
     idle = [r["idle"].get("held_min") for r in good if r.get("idle")]
+    warmups = [warmup_seconds(r.get("warmup_rps", []), rate) for r, rate in zip(good, rps)]
     return {
         "server": server,
         "status": "ok",
@@ -69,9 +71,25 @@ def summarize_cell(server: str, runs: list[dict]) -> dict:
         "rss_worker_mib": max(r["watch"]["rss_worker_mib"] for r in good),
         "rss_total_mib": max(r["watch"]["rss_total_mib"] for r in good),
         "processes": max(r["watch"]["processes"] for r in good),
+        # None: not within the warm-up's seconds (shown as "> N")
+        "warmup_s": median_or_none(warmups),
+        "warmup_window_s": max(len(r.get("warmup_rps", [])) for r in good),
         "idle_held_min": min(idle) if idle and None not in idle else None,
         "failed_rounds": [r["status"] for r in runs if r["status"] != "ok"],
     }
+
+
+def warmup_seconds(samples: list[float], steady: float, share: float = 0.9) -> int | None:
+    """The second of warm-up (1, 2, ...) in which req/s first reached `share` of the
+    steady req/s measured after it; None if no second of the warm-up did."""
+    return next((i for i, rate in enumerate(samples, 1) if rate >= share * steady), None)
+
+
+def median_or_none(values: list[int | None]) -> float | None:
+    """Median where None counts as longer than any number (a round that never got there)."""
+    ranked = sorted(values, key=lambda v: float("inf") if v is None else v)
+    middle = ranked[(len(ranked) - 1) // 2 : len(ranked) // 2 + 1]
+    return None if None in middle else statistics.mean(middle)
 
 
 def add_ratios(rows: list[dict], baseline: str, reference: str | None) -> None:
@@ -102,6 +120,8 @@ def cells(row: dict, names: list[str] = COLUMNS) -> list[str]:
         return "-" if value is None else f"{value:.2f}"
 
     errors = f"{row['non_2xx']}/{row['socket_errors']}"
+    warmup = row.get("warmup_s")
+    warmup = f"> {row.get('warmup_window_s', 0)}" if warmup is None else f"{warmup:g}"
     return [
         row["server"],
         f"{row['rounds']}/{row['rounds'] + len(row['failed_rounds'])}",
@@ -114,6 +134,7 @@ def cells(row: dict, names: list[str] = COLUMNS) -> list[str]:
         f"{row['cpu_percent']:.0f}",
         f"{row['rss_worker_mib']:.1f}",
         f"{row['rss_total_mib']:.1f}",
+        warmup,
         ratio(row["x_baseline"]),
         ratio(row["x_wizgy"]),
     ] + ([str(row.get("idle_held_min", "-"))] if IDLE_COLUMN in names else [])
@@ -157,9 +178,12 @@ def markdown(summary: dict, scenarios: dict, meta: dict) -> str:
     out = [
         (
             f"Run {meta['timestamp']} on {meta['cpus']} CPUs ({meta['cpu_model']}), "
-            f"Python {meta['python']}, {meta['rounds']} round(s) of {meta['duration']:g} s, "
+            f"Python {meta['python']}, servers on {', '.join(meta.get('runtimes', {}).values())}, "
+            f"{meta['rounds']} round(s) of {meta['duration']:g} s after {meta['warmup']} s of "
+            "warm-up, "
             f"load average {meta['loadavg_start']} at start, {meta['loadavg_end']} at end. "
-            "Errors are non-2xx/socket errors; ratios are of median req/s."
+            "Errors are non-2xx/socket errors; ratios are of median req/s; warm-up is the "
+            "second of warm-up in which a server first reached 90% of its measured req/s."
         ),
         "",
         f"Reproduce: `{meta['command']}`",
@@ -178,6 +202,14 @@ def markdown(summary: dict, scenarios: dict, meta: dict) -> str:
         out += [""] + [line.strip() + "  " for line in failures(rows)] if failures(rows) else []
         out.append("")
     return "\n".join(out)
+
+
+def color(server: str) -> str:
+    """wizgy orange, wizgy on PyPy red; the peers blue, on PyPy green."""
+    pypy = server.endswith("-pypy")
+    if server.startswith("wizgy"):
+        return "tab:red" if pypy else "tab:orange"
+    return "tab:green" if pypy else "tab:blue"
 
 
 def chart(results_path: str, png_path: str) -> None:
@@ -199,7 +231,7 @@ def chart(results_path: str, png_path: str) -> None:
         medians = [r.get("rps_median") or 0 for r in rows]
         lows = [m - (r.get("rps_min") or 0) for m, r in zip(medians, rows)]
         highs = [(r.get("rps_max") or 0) - m for m, r in zip(medians, rows)]
-        colors = ["tab:orange" if lab.startswith("wizgy") else "tab:blue" for lab in labels]
+        colors = [color(label) for label in labels]
         ax.barh(labels, medians, xerr=[lows, highs], color=colors, capsize=3)
         ax.invert_yaxis()
         for y, (value, high, row) in enumerate(zip(medians, highs, rows)):

@@ -2,17 +2,21 @@
 """wizgy's bench harness: every server, the same app, the same load, side by side.
 
     python3 loadtest/bench/run.py [--quick] [--scenarios a,b] [--servers x,y]
-                                  [--rounds R] [--duration S] [--python PY]
+                                  [--rounds R] [--duration S] [--warmup S]
+                                  [--python PY] [--pypy PY]
 
-Control flow: build or reuse the bench venv (bench_venv.py) unless --python names an
-interpreter to use instead; find which servers that interpreter can import; then for
-each scenario, for each round, for each server in turn (A B C A B C ...): start the
-server pinned to CPU 0 in its own process group, wait for its port and a 2xx on the
-scenario's path, warm it up with wrk, then run wrk pinned to CPU 1 while watching the
-server's CPU time and RSS (measure.py), and stop the whole process group. The runs
-are summarized per scenario (report.py): median/min/max req/s over the rounds, p50 and
-p99 latency, errors, CPU, peak RSS, and ratios to gunicorn sync and to wizgy. Writes
-results/<timestamp>.json, results/latest.md and results/latest.png.
+Control flow: build or reuse the bench venvs (bench_venv.py; the PyPy one only when a
+PyPy server is asked for) unless --python / --pypy name interpreters to use instead;
+find which servers each interpreter can import; then for each scenario, for each
+round, for each server in turn (A B C A B C ...): start the server pinned to CPU 0 in
+its own process group, wait for its port and a 2xx on the scenario's path, warm it up
+with one-second wrk runs (their req/s are the warm-up samples), then run wrk pinned to
+CPU 1 while watching the server's CPU time and RSS (measure.py), and stop the whole
+process group. The runs are summarized per scenario (report.py): median/min/max req/s
+over the rounds, p50 and p99 latency, errors, CPU, peak RSS, warm-up (the second in
+which the server first reached 90% of its measured req/s), and ratios to gunicorn sync
+and to wizgy. Writes results/<timestamp>.json, results/latest.md and
+results/latest.png.
 
 The machine is shared: the load average at start, end and of every run is recorded,
 since other work on these two cores moves the numbers. Compare ratios within one run.
@@ -34,6 +38,7 @@ import sys
 import tempfile
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+SERVER_DIR = os.path.join(os.path.dirname(os.path.dirname(BENCH_DIR)), "server")
 sys.path.insert(0, BENCH_DIR)
 
 import bench_venv
@@ -43,6 +48,7 @@ import report
 import scenarios
 
 SERVER_CPU, CLIENT_CPU = "0", "1"
+PYPY_WARMUP = 5  # seconds: PyPy's JIT reaches 90% of its speed within them (warm-up column)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -64,11 +70,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--rounds", type=int, help="rounds per scenario (default 3)")
     parser.add_argument("--duration", type=int, help="seconds of wrk per run (default 5)")
-    parser.add_argument("--warmup", type=int, help="seconds of wrk before each run (default 1)")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        help="seconds of wrk before each run, the same for every server (default 1; "
+        f"{PYPY_WARMUP} when a PyPy server runs: its JIT needs them)",
+    )
     parser.add_argument(
         "--python",
-        help="interpreter that runs the servers, instead of the "
+        help="interpreter that runs the CPython servers, instead of the "
         "bench venv (servers it cannot import are reported)",
+    )
+    parser.add_argument(
+        "--pypy",
+        help="interpreter that runs the *-pypy servers, instead of the PyPy bench venv",
     )
     parser.add_argument(
         "--out",
@@ -83,13 +98,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.servers = split(args.servers) or list(contenders.DEFAULT)
     args.rounds = args.rounds or (1 if quick else 3)
     args.duration = args.duration or (3 if quick else 5)
-    args.warmup = args.warmup if args.warmup is not None else 1
     for name in args.scenarios:
         if name not in scenarios.BY_NAME:
             parser.error(f"unknown scenario {name!r}")
     for name in args.servers:
         if name not in contenders.BY_NAME:
             parser.error(f"unknown server {name!r}")
+    args.runtimes = sorted({contenders.BY_NAME[name].runtime for name in args.servers})
+    if args.warmup is None:
+        args.warmup = PYPY_WARMUP if "pypy" in args.runtimes else 1
     return args
 
 
@@ -108,8 +125,44 @@ def importable(python: str, modules: list[str]) -> dict[str, bool]:
     return json.loads(done.stdout)
 
 
-def availability(python: str, names: list[str], installs: dict) -> dict[str, dict]:
-    """{server: {"ok": bool, "reason": ..., "note": ...}} for the interpreter in use."""
+def interpreters(args: argparse.Namespace) -> tuple[dict[str, str], dict[str, dict]]:
+    """({runtime: interpreter}, {runtime: install record}) for the runtimes asked for."""
+    given = {"cpython": args.python, "pypy": args.pypy}
+    pythons, installs = {}, {}
+    for runtime in args.runtimes:
+        if given[runtime]:
+            pythons[runtime], installs[runtime] = given[runtime], {}
+        else:
+            installs[runtime] = bench_venv.ensure(lambda m: print(m, flush=True), runtime)
+            pythons[runtime] = bench_venv.python(runtime)
+    return pythons, installs
+
+
+def runtime_of(python: str) -> str:
+    """What /status says of that interpreter: "CPython 3.11.7", "PyPy 7.3.11 (Python 3.9)"."""
+    done = subprocess.run(
+        [python, "-c", "from wizgy.status import runtime; print(runtime())"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, PYTHONPATH=SERVER_DIR),
+    )
+    return done.stdout.strip() or f"{python}: unknown"
+
+
+def availability(pythons: dict[str, str], names: list[str], installs: dict) -> dict[str, dict]:
+    """{server: {"ok": bool, "reason": ..., "note": ...}} for the interpreters in use."""
+    out = {}
+    for runtime, python in pythons.items():
+        mine = [n for n in names if contenders.BY_NAME[n].runtime == runtime]
+        out.update(available_on(python, mine, installs[runtime]))
+    return {name: out[name] for name in names}
+
+
+def available_on(python: str, names: list[str], installs: dict) -> dict[str, dict]:
+    if not os.path.exists(python) and not shutil.which(python):
+        return {n: {"ok": False, "reason": f"not installed: no {python}"} for n in names}
     found = importable(python, sorted({contenders.BY_NAME[n].module for n in names}))
     out = {}
     for name in names:
@@ -160,9 +213,9 @@ def raise_nofile() -> None:
 
 
 class Harness:
-    def __init__(self, args: argparse.Namespace, python: str, pin: bool) -> None:
+    def __init__(self, args: argparse.Namespace, pythons: dict[str, str], pin: bool) -> None:
         self.args = args
-        self.python = python
+        self.pythons = pythons
         self.pin = pin
         self.logdir = tempfile.mkdtemp(prefix="wizgy-bench-")
         self.live: list[measure.Server] = []
@@ -206,7 +259,7 @@ class Harness:
         round_no: int,
     ) -> measure.Server:
         fill = {
-            "python": self.python,
+            "python": self.pythons[contender.runtime],
             "bench": BENCH_DIR,
             "host": "127.0.0.1",
             "port": port,
@@ -241,17 +294,7 @@ class Harness:
                 cpu,
             )
         try:
-            if self.args.warmup > 0:
-                warm = measure.wrk_argv(
-                    url,
-                    self.args.warmup,
-                    scenario.connections,
-                    threads,
-                    scenario.headers,
-                    script,
-                    cpu,
-                )
-                measure.run_wrk(warm, scenario.body_bytes, self.args.warmup)
+            out["warmup_rps"] = self.warm_up(scenario, url, threads, script, cpu)
             argv = measure.wrk_argv(
                 url,
                 self.args.duration,
@@ -282,6 +325,17 @@ class Harness:
                 helper.stop()
         return out
 
+    def warm_up(self, scenario, url: str, threads: int, script: str, cpu) -> list[float]:
+        """--warmup one-second wrk runs: the req/s of each second, the warm-up samples."""
+        samples = []
+        for _ in range(self.args.warmup):
+            argv = measure.wrk_argv(
+                url, 1, scenario.connections, threads, scenario.headers, script, cpu
+            )
+            result = measure.run_wrk(argv, scenario.body_bytes, 1)
+            samples.append(round(result["requests"] / (result["duration_us"] / 1e6), 1))
+        return samples
+
     def stop_all(self) -> None:
         for server in list(self.live):
             server.stop()
@@ -293,13 +347,9 @@ def main(argv: list[str]) -> int:
         sys.exit("bench: wrk not found (apt-get install wrk)")
     raise_nofile()
     pin = (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
-    if args.python:
-        python, installs = args.python, {}
-    else:
-        packages = bench_venv.ensure(log=lambda m: print(m, flush=True))
-        python, installs = bench_venv.python(), packages
-    available = availability(python, args.servers, installs)
-    harness = Harness(args, python, pin)
+    pythons, installs = interpreters(args)
+    available = availability(pythons, args.servers, installs)
+    harness = Harness(args, pythons, pin)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the finally below runs
 
     started = datetime.datetime.now()
@@ -309,7 +359,9 @@ def main(argv: list[str]) -> int:
         "cpus": os.cpu_count(),
         "cpu_model": cpu_model(),
         "python": platform.python_version(),
-        "server_python": python,
+        "server_python": pythons.get("cpython") or bench_venv.python(),  # draws the chart
+        "server_pythons": pythons,
+        "runtimes": {runtime: runtime_of(python) for runtime, python in pythons.items()},
         "pinned": pin,
         "rounds": args.rounds,
         "duration": args.duration,

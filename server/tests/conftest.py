@@ -10,6 +10,7 @@ the whole group if it lingers, so no test leaves a process behind even on failur
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import shutil
@@ -30,11 +31,30 @@ REPO = SERVER.parent
 APPS = REPO / "apps"
 TEST_APPS = TESTS / "apps"
 
+# The interpreter that runs the server (and wizgy's other commands): this one, or the
+# one WIZGY_TEST_PYTHON names. `make test-pypy` runs this suite on CPython with the
+# server on PyPy: the clients (requests, Locust) stay where they are fastest.
+SERVER_PYTHON = os.path.abspath(os.environ.get("WIZGY_TEST_PYTHON") or sys.executable)
+
+
+@functools.lru_cache(maxsize=1)
+def server_implementation() -> str:
+    """platform.python_implementation() of SERVER_PYTHON: "CPython" or "PyPy"."""
+    code = "import platform; print(platform.python_implementation())"
+    return subprocess.run([SERVER_PYTHON, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
 # Every model; behaviour tests are written once and parametrised over these.
 MODELS = ["iterative", "threaded", "evloop", "fork", "prefork"]
 AVAILABLE_MODELS = [m for m in MODELS if (SERVER / "wizgy" / "models" / f"{m}.py").exists()]
 
 LISTENING = re.compile(r"Listening at: http://(?:127\.0\.0\.1|0\.0\.0\.0):(\d+)")
+
+
+def pytest_report_header(config) -> str:
+    version = subprocess.run([SERVER_PYTHON, "-c", "import sys; print(sys.version)"],
+                             capture_output=True, text=True, check=False).stdout
+    return f"server interpreter: {SERVER_PYTHON}: {' '.join(version.split())}"
 
 
 class Server:
@@ -82,7 +102,7 @@ class Server:
 def run_wizgy(*args: str, env: dict | None = None, cwd=None, bind: bool = True,
               startup: float = 15.0, preexec_fn=None, pass_fds=()):
     """Start `python -m wizgy -b 127.0.0.1:0 ARGS`; yield a Server once it listens."""
-    cmd = [sys.executable, "-m", "wizgy", *(["-b", "127.0.0.1:0"] if bind else []), *args]
+    cmd = [SERVER_PYTHON, "-m", "wizgy", *(["-b", "127.0.0.1:0"] if bind else []), *args]
     with run_server(cmd, env=env, cwd=cwd, startup=startup, preexec_fn=preexec_fn,
                     pass_fds=pass_fds) as server:
         if not {"iterative", "threaded", "fork"} & set(args):  # a master and workers:

@@ -20,7 +20,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import connect, read_response, read_until_close, require_tool, skip_or_fail
+from conftest import (
+    SERVER_PYTHON,
+    connect,
+    read_response,
+    read_until_close,
+    require_tool,
+    server_implementation,
+    skip_or_fail,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN = ROOT / "loadtest" / "bench" / "run.py"
@@ -51,6 +59,10 @@ def waitress_pin() -> str:
 @pytest.fixture(scope="module")
 def server_python(tmp_path_factory) -> tuple[str, dict[str, str]]:
     """(interpreter for the servers, extra environment) with wizgy and waitress importable."""
+    if SERVER_PYTHON != sys.executable:  # WIZGY_TEST_PYTHON: that one (make test-pypy's has both)
+        if not has_modules(SERVER_PYTHON, "waitress"):
+            skip_or_fail(f"waitress not importable by {SERVER_PYTHON}")
+        return SERVER_PYTHON, {"PYTHONPATH": str(ROOT / "server")}
     if importlib.util.find_spec("waitress"):
         return sys.executable, {}
     if BENCH_VENV_PYTHON.exists() and has_modules(BENCH_VENV_PYTHON, "wizgy", "waitress"):
@@ -126,6 +138,39 @@ def test_every_server_measured_with_numbers(quick_run):
             assert row[key] > 0, (name, key, row)
     assert rows["wizgy-evloop"]["x_wizgy"] == 1.0
     assert len(results["meta"]["loadavg_start"]) == 3
+
+
+def test_warm_up_is_sampled_second_by_second(quick_run):
+    stdout, results, _ = quick_run
+    assert results["meta"]["warmup"] == 1  # --quick, CPython servers only
+    for run in results["runs"]:
+        assert len(run["warmup_rps"]) == 1 and run["warmup_rps"][0] > 0, run
+    for row in results["summary"]["hello"]:
+        # the second in which it first reached 90% of its measured rate, or None: not yet
+        assert row["warmup_s"] in (1, None) and row["warmup_window_s"] == 1, row
+    assert "warm-up s" in stdout
+
+
+def test_pypy_servers_run_on_pypy_and_a_peer_that_cannot_is_reported(tmp_path):
+    require_tool("pypy3")
+    pypy = SERVER_PYTHON if server_implementation() == "PyPy" else "pypy3"
+    done = subprocess.run(
+        [sys.executable, str(RUN), "--quick", "--servers", "wizgy-pypy,bjoern-pypy",
+         "--pypy", pypy, "--warmup", "2", "--duration", "2", "--out", str(tmp_path)],
+        check=False, capture_output=True, text=True, timeout=90,
+        env=dict(os.environ, PYTHONPATH=str(ROOT / "server")),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    [results] = tmp_path.glob("*.json")
+    results = json.loads(results.read_text())
+    assert results["meta"]["runtimes"]["pypy"].startswith("PyPy 7.")
+    rows = {row["server"]: row for row in results["summary"]["hello"]}
+    assert rows["wizgy-pypy"]["status"] == "ok" and rows["wizgy-pypy"]["rps_median"] > 0
+    [wizgy_run] = [run for run in results["runs"] if run["server"] == "wizgy-pypy"]
+    assert len(wizgy_run["warmup_rps"]) == 2 and min(wizgy_run["warmup_rps"]) > 0
+    # bjoern is C against CPython's API: not built for PyPy, said so in the table
+    assert rows["bjoern-pypy"]["status"].startswith("not installed: bjoern not importable")
+    assert "bjoern-pypy" in done.stdout and "not installed" in done.stdout
 
 
 def test_table_and_markdown_are_written(quick_run):

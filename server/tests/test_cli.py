@@ -6,11 +6,10 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 
 import pytest
 
-from conftest import APPS, REPO, SERVER, TEST_APPS, run_wizgy
+from conftest import APPS, REPO, SERVER, SERVER_PYTHON, TEST_APPS, run_wizgy
 
 from wizgy import config
 
@@ -18,7 +17,7 @@ from wizgy import config
 def wizgy(*args, env=None, timeout=20):
     full_env = {**os.environ, "PYTHONPATH": f"{SERVER}:{TEST_APPS}"}
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "wizgy", *args], capture_output=True,
+    return subprocess.run([SERVER_PYTHON, "-m", "wizgy", *args], capture_output=True,
                           text=True, env=full_env, cwd=TEST_APPS, timeout=timeout,
                           stdin=subprocess.DEVNULL)  # (fd 0: a file, whoever runs the tests)
 
@@ -96,7 +95,7 @@ def test_a_bound_but_not_listening_socket_is_refused():
         bound.bind(("127.0.0.1", 0))
         fd = bound.fileno()
         result = subprocess.run(
-            [sys.executable, "-m", "wizgy", "-b", f"fd://{fd}", "testapp:app"],
+            [SERVER_PYTHON, "-m", "wizgy", "-b", f"fd://{fd}", "testapp:app"],
             capture_output=True, text=True, pass_fds=(fd,), timeout=20, cwd=TEST_APPS,
             env={**os.environ, "PYTHONPATH": f"{SERVER}:{TEST_APPS}"})
     assert result.returncode == 2

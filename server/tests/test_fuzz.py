@@ -14,7 +14,6 @@ per-test timeout is for CI), or use tests/fuzz/atheris_parser.py.
 
 from __future__ import annotations
 
-import itertools
 import os
 
 import h11
@@ -44,7 +43,7 @@ def fuzz(examples: int) -> settings:
 
 def split_at(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
-    return [data[a:b] for a, b in itertools.pairwise(points) if b > a]
+    return [data[a:b] for a, b in zip(points, points[1:]) if b > a]  # pairwise: 3.10+
 
 
 def outcome(chunks: list[bytes], limits: Limits = DEFAULT_LIMITS):

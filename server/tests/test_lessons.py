@@ -17,7 +17,7 @@ import threading
 import time
 
 import pytest
-from conftest import REPO, connect, read_response, run_wizgy, zombies_of
+from conftest import REPO, SERVER_PYTHON, connect, read_response, run_wizgy, zombies_of
 
 LESSON_CLIENT = REPO / "loadtest" / "lesson_client.py"
 CLOSE = b"GET /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
@@ -147,7 +147,7 @@ def test_lesson_from_the_environment_is_logged_as_a_warning():
 
 
 def test_lesson_needs_the_fork_model():
-    result = subprocess.run([sys.executable, "-m", "wizgy", "-k", "threaded", "--lesson",
+    result = subprocess.run([SERVER_PYTHON, "-m", "wizgy", "-k", "threaded", "--lesson",
                              "reap-once", "testapp:app"], check=False, capture_output=True,
                             text=True, timeout=30,
                             env={"PYTHONPATH": str(REPO / "server"), "PATH": ""})

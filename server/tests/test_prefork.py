@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import (
     SERVER,
+    SERVER_PYTHON,
     children_of,
     connect,
     exchange,
@@ -179,7 +179,7 @@ def test_workers_that_keep_failing_to_boot_stop_the_master(tmp_path):
 
 def test_an_unimportable_app_stops_the_master_before_any_fork():
     env = {**os.environ, "PYTHONPATH": str(SERVER)}
-    result = subprocess.run([sys.executable, "-m", "wizgy", "-k", "prefork", "-w", "2",
+    result = subprocess.run([SERVER_PYTHON, "-m", "wizgy", "-k", "prefork", "-w", "2",
                              "-b", "127.0.0.1:0", "nosuchmodule:app"],
                             check=False, capture_output=True, text=True, timeout=30, env=env)
     assert result.returncode == 2

@@ -13,7 +13,7 @@ import importlib.util
 import sys
 
 import pytest
-from conftest import REPO
+from conftest import REPO, SERVER_PYTHON
 
 LAB = REPO / "loadtest" / "smuggle" / "run.py"
 
@@ -32,7 +32,7 @@ CASES = lab.corpus("invalid")
 
 @pytest.fixture(scope="module")
 def report():
-    return lab.run_lab(["wizgy"], CASES, timeout=2.0, python=sys.executable, log=lambda _: None)
+    return lab.run_lab(["wizgy"], CASES, timeout=2.0, python=SERVER_PYTHON, log=lambda _: None)
 
 
 def test_the_lab_ran_every_rule(report):

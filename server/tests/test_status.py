@@ -11,7 +11,6 @@ import resource
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import (
     SERVER,
+    SERVER_PYTHON,
     TEST_APPS,
     children_of,
     open_fds,
@@ -30,7 +30,7 @@ from conftest import (
 )
 
 STATUS_AT = r"Status at: http://127\.0\.0\.1:(\d+) \((\d+)\)"
-KEYS = {"model", "lesson", "app", "pid", "children", "zombies", "open_fds", "nofile_limit",
+KEYS = {"model", "runtime", "lesson", "app", "pid", "children", "zombies", "open_fds", "nofile_limit",
         "nproc_limit", "requests_total", "responses_4xx", "responses_5xx", "fork_failures",
         "emfile_events", "connections_active", "connections_idle", "processes", "events",
         "hostname"}
@@ -77,6 +77,24 @@ def app_get(server, path: str) -> int:
     return get(server.url + path)[0]
 
 
+def interpreter_facts() -> list[str]:
+    """What the server's interpreter says of itself: implementation, Python version,
+    and PyPy's own release (empty on CPython)."""
+    code = ("import platform, sys; print(platform.python_implementation()); "
+            "print(platform.python_version()); "
+            "print('.'.join(map(str, getattr(sys, 'pypy_version_info', ())[:3])))")
+    done = subprocess.run([SERVER_PYTHON, "-c", code], capture_output=True, text=True,
+                          timeout=30, check=True)
+    return done.stdout.split("\n")[:3]
+
+
+def expected_runtime() -> str:
+    implementation, version, pypy_release = interpreter_facts()
+    if implementation == "PyPy":
+        return f"PyPy {pypy_release} (Python {'.'.join(version.split('.')[:2])})"
+    return f"{implementation} {version}"
+
+
 # /status ----------------------------------------------------------------------------------
 def test_status_keys_and_roles(model):
     with status_server(model) as server:
@@ -94,6 +112,14 @@ def test_status_keys_and_roles(model):
             assert process["rss_bytes"] > 0 and process["state"] in "RSD"
         if model in ("prefork", "evloop"):
             assert [p["role"] for p in rest[:-1]] == ["worker", "worker"]
+
+
+def test_status_names_the_runtime():
+    """/status says which interpreter serves: "CPython 3.11.7", "PyPy 7.3.11 (Python 3.9)"."""
+    runtime = expected_runtime()
+    assert re.fullmatch(r"CPython 3\.\d+\.\d+\S*|PyPy \d+\.\d+\.\d+ \(Python 3\.\d+\)", runtime)
+    with status_server("evloop") as server:
+        assert status(server)["runtime"] == runtime
 
 
 def test_requests_total_grows_by_exactly_n(model):
@@ -216,6 +242,7 @@ def test_metrics_is_prometheus_text():
                           ("connections_active", "wizgy_connections_active")]:
             assert metrics[name] == [("", float(report[key]))], name
         assert 'model="threaded"' in metrics["wizgy_info"][0][0]
+        assert f'runtime="{expected_runtime()}"' in metrics["wizgy_info"][0][0]
         roles = [labels for labels, _ in metrics["wizgy_process_open_fds"]]
         assert any('role="server"' in labels for labels in roles)
 
@@ -243,7 +270,7 @@ def test_status_bind_in_use_is_a_config_error():
         taken.listen()
         port = taken.getsockname()[1]
         proc = subprocess.run(
-            [sys.executable, "-m", "wizgy", "-b", "127.0.0.1:0", "--status-bind",
+            [SERVER_PYTHON, "-m", "wizgy", "-b", "127.0.0.1:0", "--status-bind",
              f"127.0.0.1:{port}", "testapp:app"], cwd=TEST_APPS, capture_output=True,
             text=True, timeout=20, check=False, env={**os.environ, "PYTHONPATH": f"{SERVER}:{TEST_APPS}"})
     assert proc.returncode == 2 and "cannot bind" in proc.stderr
@@ -316,11 +343,12 @@ def test_status_off_by_default():
 @pytest.mark.parametrize("command", [["-m", "wizgy", "top"], ["-m", "wizgy.top"]])
 def test_top_once_prints_a_frame(command):
     with status_server("threaded") as server:
-        proc = subprocess.run([sys.executable, *command, "--once", "--url", server.status_url],
+        proc = subprocess.run([SERVER_PYTHON, *command, "--once", "--url", server.status_url],
                               capture_output=True, text=True, timeout=20,
                               check=False, env={**os.environ, "PYTHONPATH": str(SERVER)})
         assert proc.returncode == 0, proc.stderr
         assert "model threaded" in proc.stdout
+        assert f"runtime {expected_runtime()}  " in proc.stdout
         assert f"pid {server.pid}" in proc.stdout
         assert re.search(rf"^\s*{server.status_pid}\s+status\s", proc.stdout, re.MULTILINE)
         assert "\x1b[" not in proc.stdout  # no escapes when not live
@@ -330,7 +358,7 @@ def test_top_once_reports_an_unreachable_server():
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))
         port = unused.getsockname()[1]
-    proc = subprocess.run([sys.executable, "-m", "wizgy.top", "--once", "--url",
+    proc = subprocess.run([SERVER_PYTHON, "-m", "wizgy.top", "--once", "--url",
                            f"http://127.0.0.1:{port}"], capture_output=True, text=True,
                           timeout=20, check=False, env={**os.environ, "PYTHONPATH": str(SERVER)})
     assert proc.returncode == 1 and "cannot read" in proc.stderr
@@ -381,6 +409,7 @@ def test_live_view_shows_what_proc_shows():
         shown = json.loads(proc.stdout)
         assert shown["error"] is None
         assert (shown["model"], shown["lesson"]) == ("fork", "no-reap")
+        assert shown["runtime"] == expected_runtime() == status(server)["runtime"]
         assert shown["numbers"]["zombies"] == "4" == str(len(zombies_of(server.pid)))
         assert shown["numbers"]["requests"] == "4"
         assert re.fullmatch(r"\d+%", shown["numbers"]["worker CPU"]), shown["numbers"]

@@ -31,6 +31,7 @@ from collections import deque
 from collections.abc import Callable
 
 from . import http
+from .compat import TIMEOUT
 from .http import NEED_DATA, ClientDisconnected, HTTPError, Request, RequestParser
 from .wsgi import AppError, InputStream, Response, ServerInfo, build_environ, error_response, \
     resume, run_app
@@ -271,7 +272,7 @@ class Connection:
         except HTTPError as error:
             self.refuse(error)
             return False
-        except (ClientDisconnected, ConnectionError, TimeoutError) as error:
+        except (ClientDisconnected, ConnectionError, *TIMEOUT) as error:
             self.ctx.logs.error.debug("connection from %s closed: %s", self.info.remote_addr,
                                       error or type(error).__name__)
             return False
@@ -356,7 +357,7 @@ class Connection:
         try:
             while not self._spool():
                 self._recv(self.timeout)
-        except TimeoutError:
+        except TIMEOUT:
             self._spool_error = HTTPError(408, "request body not received in time")
 
     def _spooled_input(self) -> InputStream:
@@ -388,7 +389,7 @@ class Connection:
                     self.left_mid_body(parser.buffered)
                     return False
                 parser.receive(data)
-        except TimeoutError:
+        except TIMEOUT:
             raise HTTPError(408, "request body not received in time") from None
         return True
 
@@ -433,7 +434,7 @@ class Connection:
                 # Waiting for a request to begin: an idle keep-alive may just end.
                 try:
                     self._recv(self._idle_timeout())
-                except TimeoutError:
+                except TIMEOUT:
                     return None
                 continue
             if deadline is None and self.timeout:
@@ -443,7 +444,7 @@ class Connection:
                 raise HTTPError(408, "request head not received in time")
             try:
                 self._recv(remaining)
-            except TimeoutError:
+            except TIMEOUT:
                 raise HTTPError(408, "request head not received in time") from None
 
     # one request ------------------------------------------------------------------------
@@ -504,7 +505,7 @@ class Connection:
                 paused = run_app(ctx.app, environ, resp, self._sendfile, behind)
             else:
                 paused = resume(paused, resp, behind)
-        except (ConnectionError, TimeoutError):
+        except (ConnectionError, *TIMEOUT):
             keep = False  # the client left while we were answering
         except Exception as error:
             status = self._app_failed(request, resp, error)
@@ -603,7 +604,7 @@ class Connection:
         except HTTPError as error:
             self._body_error = error
             raise
-        except TimeoutError:  # the app waited --timeout for the next of the body
+        except TIMEOUT:  # the app waited --timeout for the next of the body
             if deadline is not None:
                 raise  # draining after the response: just close
             self._body_error = HTTPError(408, "request body not received in time")

@@ -25,6 +25,7 @@ status, `Connection: close`, and closes.
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -127,8 +128,12 @@ class HTTPError(Exception):
 
 # --- events -------------------------------------------------------------------------
 
+# dataclass(slots=True) is Python 3.10+; PyPy on Debian 12 is Python 3.9, where the
+# events are plain dataclasses (PyPy's instance maps make slots matter little there).
+SLOTS = {"slots": True} if sys.version_info >= (3, 10) else {}
 
-@dataclass(slots=True)  # not frozen: a frozen __init__ costs ~1 us per request
+
+@dataclass(**SLOTS)  # not frozen: a frozen __init__ costs ~1 us per request
 class Request:
     method: str
     target: str  # the request-target as sent (latin-1 text)
@@ -143,17 +148,17 @@ class Request:
     host: str | None  # from an absolute-form target, else the Host header
 
 
-@dataclass(slots=True)
+@dataclass(**SLOTS)
 class Data:
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class EndOfMessage:
     trailers: tuple[tuple[str, str], ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class ConnectionClosed:
     """The peer ended its side of the stream between requests."""
 
@@ -169,7 +174,7 @@ END_OF_MESSAGE = EndOfMessage()
 CONNECTION_CLOSED = ConnectionClosed()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class Limits:
     request_line: int = 8190  # 0 = unlimited
     fields: int = 100

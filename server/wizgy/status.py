@@ -29,13 +29,16 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import re
 import select
 import signal
 import socket
+import sys
 import time
 
 from . import events, proctitle
+from .compat import TIMEOUT
 from .http import NEED_DATA, HTTPError, Request, RequestParser
 from .scoreboard import COUNTERS
 
@@ -59,10 +62,18 @@ def start(ctx, status_listener: socket.socket | None, app_listeners: list) -> No
         return
     pipe = events.EventPipe()
     main_pid = os.getpid()
+    # A signal sent to the whole group (Ctrl-C, kill -HUP -PGID) is the server's: held
+    # back over fork() until the status process ignores it, else one arriving that early
+    # (a slow start, as on PyPy) would kill the status process.
+    group_signals = {getattr(signal, name) for name in IGNORED_SIGNALS}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, group_signals)
     pid = os.fork()
     if pid == 0:  # the status process; never returns
         code = 1
         try:
+            for signum in group_signals:
+                signal.signal(signum, signal.SIG_IGN)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             proctitle.set_title("status")
             for listener in app_listeners:
                 listener.close()
@@ -70,6 +81,7 @@ def start(ctx, status_listener: socket.socket | None, app_listeners: list) -> No
             code = StatusProcess(ctx, status_listener, pipe.read_fd, main_pid).run()
         finally:
             os._exit(code)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     status_listener_url = url_of(status_listener)
     status_listener.close()
     pipe.close_reader()
@@ -167,6 +179,15 @@ def descendants(pid: int, skip: int | None) -> list[tuple[int, int]]:
 
 
 # the report ----------------------------------------------------------------------------
+def runtime() -> str:
+    """The interpreter serving: "CPython 3.13.5", or PyPy's own release and the Python
+    version it implements, "PyPy 7.3.19 (Python 3.10)"."""
+    if sys.implementation.name == "pypy":
+        release = ".".join(map(str, sys.pypy_version_info[:3]))
+        return f"PyPy {release} (Python {sys.version_info[0]}.{sys.version_info[1]})"
+    return f"{platform.python_implementation()} {platform.python_version()}"
+
+
 def snapshot(settings, board, main_pid: int, status_pid: int, started: float,
              recent: list[dict]) -> dict:
     """Everything /status says, read now."""
@@ -186,6 +207,7 @@ def snapshot(settings, board, main_pid: int, status_pid: int, started: float,
         "time": round(time.time(), 3),
         "uptime_seconds": round(time.monotonic() - started, 1),
         "model": settings.model,
+        "runtime": runtime(),
         "lesson": settings.lesson,
         "app": settings.app,
         "workers": sum(p["role"] == "worker" for p in children) if model == "prefork" else None,
@@ -262,8 +284,8 @@ PER_PROCESS = (  # (process key, metric name, type, help)
 
 def metrics(report: dict) -> str:
     """The report in the Prometheus text exposition format (version 0.0.4)."""
-    info = {k: report[k] or "" for k in ("model", "lesson", "app", "hostname")}
-    lines = ["# HELP wizgy_info The server's model, lesson, app and host.",
+    info = {k: report[k] or "" for k in ("model", "runtime", "lesson", "app", "hostname")}
+    lines = ["# HELP wizgy_info The server's model, runtime, lesson, app and host.",
              "# TYPE wizgy_info gauge", f"wizgy_info{{{labels(info)}}} 1"]
     for key, name, kind, text in METRICS:
         value = report[key]
@@ -298,8 +320,6 @@ class StatusProcess:
         self.last: dict | None = None  # the previous sample, to notice changes
 
     def run(self) -> int:
-        for name in IGNORED_SIGNALS:
-            signal.signal(getattr(signal, name), signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         self.listener.setblocking(False)
         self.events.add("status started", pid=self.pid)
@@ -388,7 +408,7 @@ def read_request(sock: socket.socket) -> Request | None:
             return None
         try:
             parser.receive(sock.recv(8192))
-        except TimeoutError:
+        except TIMEOUT:
             raise HTTPError(408, "request head not received in time") from None
 
 

@@ -64,8 +64,8 @@ def frame(report: dict, url: str, rate: float | None = None, rows: int = 40,
     head = [
         paint(f"wizgy top  {url}  host {r.get('hostname', '?')}  "
               f"{time.strftime('%H:%M:%S', time.localtime(r['time']))}", BOLD),
-        (f"model {r['model']}  lesson {r['lesson'] or '-'}  app {r['app']}  "
-         f"{r['role']} pid {r['pid']}  up {human_duration(r['uptime_seconds'])}"),
+        (f"model {r['model']}  runtime {r.get('runtime', '?')}  lesson {r['lesson'] or '-'}  "
+         f"app {r['app']}  {r['role']} pid {r['pid']}  up {human_duration(r['uptime_seconds'])}"),
         (f"children {r['children']}  zombies "
          f"{paint(zombies, RED) if r['zombies'] else zombies}  "
          f"open fds {r['open_fds']}/{limit}  nproc limit {r['nproc_limit'] or 'unlimited'}"),

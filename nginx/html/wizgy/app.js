@@ -70,6 +70,7 @@ function render() {
   if (!host) return;
   const report = host.last;
   $("model").textContent = report.model;
+  $("runtime").textContent = report.runtime || "?"; // a server before /status had it
   $("lesson").textContent = report.lesson || "none";
   $("lesson").classList.toggle("lesson-on", Boolean(report.lesson));
   $("app").textContent = report.app;

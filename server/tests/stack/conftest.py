@@ -143,6 +143,9 @@ class Stack:
         }
         for variable in ("APP", "WIZGY_MODEL", "WIZGY_LESSON", "WIZGY_WORKERS", "WIZGY_SHAPE"):
             self.env.pop(variable, None)
+        if self.env.get("RUNTIME") == "pypy" and not self.env.get("SERVER_TAG"):
+            # the image `make build` named (Makefile: SERVER_TAG), when pytest runs alone
+            self.env["SERVER_TAG"] = (self.env.get("IMAGE_TAG") or "latest") + "-pypy"
         self.started = False
 
     def compose(self, *args: str, timeout: float = 300, check: bool = True, **env: str):

@@ -6,6 +6,7 @@ Each test brings up its own compose project (see conftest.py) and removes it.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import threading
@@ -86,6 +87,9 @@ def test_server_status_through_nginx(stack):
         assert key in status, status
     assert status["model"] == "prefork" and status["nofile_limit"] == 1024, status
     assert status["threads"] == 4, status  # the image's default for prefork
+    # RUNTIME=pypy make test-stack: the image's server runs on PyPy (server/Dockerfile)
+    runtime = {"cpython": "CPython 3.", "pypy": "PyPy 7."}[os.environ.get("RUNTIME", "cpython")]
+    assert status["runtime"].startswith(runtime), status["runtime"]
     code, _, metrics = stack.request("GET", "/wizgy/metrics")
     assert code == 200 and metrics.strip(), metrics[:300]
 

@@ -5,7 +5,7 @@
 //       [--wait SECONDS] [--screenshot FILE.png] [--size 1400,900]
 //
 // Prints one JSON object: {numbers: {label: text}, totals: {label: text}, rows: [[cells]],
-// events: [text], charts: {id: legend text}, host, model, lesson, error}. Talks the DevTools protocol over a WebSocket (no
+// events: [text], charts: {id: legend text}, host, model, runtime, lesson, error}. Talks the DevTools protocol over a WebSocket (no
 // puppeteer: nothing to install but Debian's `chromium`). Node 20 needs the flag above.
 
 import { spawn } from "node:child_process";
@@ -69,6 +69,7 @@ function connect(wsUrl) {
 // What the page shows, read from its DOM.
 const READ_PAGE = `JSON.stringify({
   model: document.getElementById("model").textContent,
+  runtime: document.getElementById("runtime").textContent,
   lesson: document.getElementById("lesson").textContent,
   host: document.getElementById("host").textContent,
   error: document.getElementById("error").hidden ? null : document.getElementById("error").textContent,
