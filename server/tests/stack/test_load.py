@@ -116,7 +116,7 @@ def test_a_worker_from_outside_compose_joins_the_master(stack):
     # No worker of the stack's own: every request below comes from the outside one.
     stack.up("server", "nginx")
     # (not --wait for the master: it is healthy only once a worker has joined)
-    stack.compose("up", "-d", "--scale=locust-worker=0", "locust")
+    stack.compose("up", "-d", "locust")  # (its own workers not started)
     wait_for(lambda: stack.compose("port", "locust", "5557", check=False).stdout.strip(),
              "the master's published port")
     published = stack.compose("port", "locust", "5557").stdout.strip()
