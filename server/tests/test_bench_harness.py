@@ -151,7 +151,8 @@ def test_warm_up_is_sampled_second_by_second(quick_run):
     assert "warm-up s" in stdout
 
 
-def test_pypy_servers_run_on_pypy_and_a_peer_that_cannot_is_reported(tmp_path):
+def test_pypy_servers_run_on_pypy_and_a_peer_that_cannot_is_reported(tmp_path, bench_venv):
+    # (bench_venv: run.py draws its chart with the CPython bench venv's interpreter)
     require_tool("pypy3")
     pypy = SERVER_PYTHON if server_implementation() == "PyPy" else "pypy3"
     done = subprocess.run(
