@@ -396,7 +396,7 @@ class Connection:
     def left_mid_body(self, received: int) -> None:
         """The client closed its connection before its request's body was all here:
         the app is not called (there is no one to answer), one line says so."""
-        request = self._request or self.pending
+        request = self.pending or self._request  # (parked: the previous one is _request)
         size = "chunked" if request.chunked else f"{request.content_length}-byte"
         self.ctx.logs.error.info("client %s left %d bytes into the %s body of %s %s: "
                                  "not passed to the app", self.info.remote_addr, received,
