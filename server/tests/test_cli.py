@@ -149,7 +149,7 @@ def test_flag_beats_environment_and_web_concurrency_works():
 def test_gunicorn_flag_names_are_accepted():
     settings = config.parse(["--limit-request-field_size", "100", "-k", "sync", "-t", "5",
                              "--graceful-timeout", "3", "--access-logfile", "-", "x:y"], {})
-    assert settings.limit_request_field_size == 100 and settings.worker_model == "prefork"
+    assert settings.limit_request_field_size == 100 and settings.main_model == "prefork"
     assert settings.timeout == 5 and settings.graceful_timeout == 3
 
 

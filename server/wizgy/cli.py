@@ -14,7 +14,7 @@ import sys
 
 from . import config, models, proctitle, status
 from .config import ConfigError, Settings
-from .connection import ServerContext
+from .context import ServerContext
 from .log import Logs
 from .models import lessons
 from .scoreboard import Scoreboard
@@ -22,9 +22,9 @@ from .scoreboard import Scoreboard
 
 def shape(settings) -> str:
     """How many processes and threads serve, as the startup line says it."""
-    threads = settings.worker_threads if settings.worker_model == "prefork" else \
+    threads = settings.worker_threads if settings.main_model == "prefork" else \
         settings.threads if settings.model == "threaded" else 1
-    parts = [f"{settings.workers} workers"] if settings.worker_model == "prefork" else []
+    parts = [f"{settings.workers} workers"] if settings.main_model == "prefork" else []
     if threads > 1:
         parts.append(f"{threads} threads" + (" each" if parts else ""))
     return f", {' x '.join(parts)}" if parts else ""
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
                               f"{error.strerror or error}") from None
         except ValueError as error:
             raise ConfigError(f"--access-logformat: {error}") from None
-        if settings.lesson and settings.worker_model != "fork":
+        if settings.lesson and settings.main_model != "fork":
             raise ConfigError(f"--lesson {settings.lesson} needs the fork model (-k fork), "
                               f"not -k {settings.model}")
         app = load_app(settings)
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wizgy: error: {error}", file=sys.stderr)
         return 2
     model_cls = lessons.get(settings.lesson) if settings.lesson else \
-        models.get(settings.worker_model)
+        models.get(settings.main_model)
     multithread, multiprocess = model_cls.flags(settings)
     board = Scoreboard(model_cls.slots(settings))
     ctx = ServerContext(app, settings, logs, multithread=multithread, multiprocess=multiprocess,
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         (f"--workers {settings.workers}", settings.workers > 1),
         (f"--max-requests {settings.max_requests}", settings.max_requests),
         ("--reload", settings.reload)) if given]
-    if settings.worker_model != "prefork" and ignored:
+    if settings.main_model != "prefork" and ignored:
         logs.error.info("-k %s is one process: %s %s for the prefork models, and ignored",
                         settings.model, " and ".join(ignored),
                         "are" if len(ignored) > 1 else "is")
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     bound = zip([*listeners, status_listener], [*settings.bind, settings.status_bind])
     ours = unix_socket_files([listener for listener, address in bound
                               if listener is not None and not address.startswith("fd://")])
-    role = status.MAIN_ROLE.get(settings.worker_model, "server")
+    role = status.MAIN_ROLE.get(settings.main_model, "server")
     proctitle.set_title(role, settings.model if role == "master" else proctitle.describe(settings))
     code = model_cls(ctx, listeners).run()
     status.stop(ctx)

@@ -191,8 +191,10 @@ class Settings:
             object.__setattr__(self, "keep_alive", 0.0 if one_thread else 5.0)
 
     @property
-    def worker_model(self) -> str:
-        """The model's canonical name (gunicorn's aliases resolved)."""
+    def main_model(self) -> str:
+        """The model the main process runs: -k's canonical name, gunicorn's aliases
+        resolved. Under evloop, sync and gthread that is the prefork master; its
+        workers run another model (PreforkModel.worker_model picks it)."""
         return {"sync": "prefork", "gthread": "prefork", "evloop": "prefork"}.get(
             self.model, self.model)
 

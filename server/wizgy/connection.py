@@ -32,9 +32,10 @@ from collections.abc import Callable
 
 from . import http
 from .compat import TIMEOUT
-from .http import NEED_DATA, ClientDisconnected, HTTPError, Request, RequestParser
-from .wsgi import AppError, InputStream, Response, ServerInfo, build_environ, error_response, \
-    resume, run_app
+from .context import ServerContext
+from .http import NEED_DATA, ClientDisconnected, HTTPError, Request, RequestParser, \
+    error_response
+from .wsgi import AppError, InputStream, Response, ServerInfo, build_environ, resume, run_app
 
 DRAIN_LIMIT = 1 << 16  # unread body bytes we read and discard to keep a connection
 # A selector loop holds a request back, parked, until its body has all arrived, so the
@@ -53,25 +54,6 @@ DRAIN_IDLE = 1.0
 LINGER_TIME = 2.0
 LINGER_IDLE = 1.0
 EMPTY_INPUT = InputStream(lambda size: b"")  # wsgi.input of every bodiless request
-
-
-class Stats:
-    """Counters of one process; the status endpoint adds them up across processes."""
-
-    __slots__ = ("requests_total", "responses_4xx", "responses_5xx", "connections_total",
-                 "active", "idle", "emfile_events", "fork_failures")
-
-    def __init__(self) -> None:
-        self.requests_total = self.responses_4xx = self.responses_5xx = 0
-        self.connections_total = self.active = self.idle = 0
-        self.emfile_events = self.fork_failures = 0
-
-    def count(self, status: int) -> None:
-        self.requests_total += 1
-        if status >= 500:
-            self.responses_5xx += 1
-        elif status >= 400:
-            self.responses_4xx += 1
 
 
 class Spool:
@@ -112,37 +94,6 @@ class Spool:
         if self.file is not None:
             self.file.close()
 
-
-class ServerContext:
-    """Everything a connection needs from the server: app, settings, logs, flags."""
-
-    def __init__(self, app, settings, logs, *, multithread: bool, multiprocess: bool,
-                 board=None) -> None:
-        self.app = app
-        self.settings = settings
-        self.logs = logs
-        self.multithread = multithread
-        self.multiprocess = multiprocess
-        self.limits = http.Limits(
-            request_line=settings.limit_request_line,
-            fields=settings.limit_request_fields,
-            field_size=settings.limit_request_field_size,
-            head=settings.limit_request_head,
-            max_body=settings.max_body,
-        )
-        allowed = [ip.strip() for ip in settings.forwarded_allow_ips.split(",") if ip.strip()]
-        self.trust_all = "*" in allowed
-        self.trusted = frozenset(allowed)
-        self.board = board  # the Scoreboard shared with child processes, if any
-        self.stats = Stats()  # replaced by a scoreboard slot (same attributes) in cli.py
-        self.stopping = False  # set by the model on graceful shutdown
-        # Called as body bytes reach the app: a worker's watchdog (prefork) counts an
-        # app that is receiving an upload as busy, not stuck.
-        self.progress: Callable[[], None] | None = None
-        self.keep_alive = settings.keep_alive > 0  # --keep-alive 0: close after each response
-
-    def trusts(self, peer_ip: str) -> bool:
-        return self.trust_all or peer_ip in self.trusted or peer_ip == ""  # "" = unix socket
 
 
 class Connection:
@@ -553,7 +504,7 @@ class Connection:
         if resp.headers_sent:
             return resp.status_code  # cut short: all the client can be told is a close
         try:
-            self._send(error_response(status, message))
+            self._send(error_response(status, message, time.time()))
         except OSError:
             return 0
         return status
@@ -565,7 +516,7 @@ class Connection:
         if self._response is not None and self._response.headers_sent:
             return  # mid-response: all we can do is close
         try:
-            self._send(error_response(error.status, error.message))
+            self._send(error_response(error.status, error.message, time.time()))
         except OSError:
             return
         self.linger = True  # what follows the bad bytes may be on its way

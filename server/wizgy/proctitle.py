@@ -25,7 +25,7 @@ def describe(settings) -> str:
     """What a worker (or a one-process server) runs: `gthread 4 threads`, `sync`,
     `evloop`, `fork, lesson reap-once`, `threaded 8 threads`, `iterative`."""
     threads = settings.worker_threads
-    if settings.worker_model == "prefork":
+    if settings.main_model == "prefork":
         kind = "gthread" if threads > 1 else "sync" if settings.model != "evloop" else "evloop"
     else:
         kind = settings.model

@@ -191,7 +191,7 @@ def runtime() -> str:
 def snapshot(settings, board, main_pid: int, status_pid: int, started: float,
              recent: list[dict]) -> dict:
     """Everything /status says, read now."""
-    model = settings.worker_model
+    model = settings.main_model
     per_pid = {s["pid"]: s for s in board.live()} if board is not None else {}
     processes = [process(main_pid, MAIN_ROLE.get(model, "server"), per_pid)]
     for pid, depth in descendants(main_pid, skip=status_pid):

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from importlib import import_module
 
+# What the main process runs, by Settings.main_model. -k evloop (like sync and gthread)
+# is the prefork master; its workers run evloop.py's EventLoopModel (prefork.py).
 MODELS = {
     "iterative": "iterative:IterativeModel",
     "threaded": "threaded:ThreadedModel",
-    "evloop": "evloop:EventLoopModel",
     "fork": "fork:ForkModel",
     "prefork": "prefork:PreforkModel",
 }
 
 
 def get(name: str):
-    """The model class for a (canonical) model name."""
+    """The model class the main process runs for Settings.main_model."""
     module, _, cls = MODELS[name].partition(":")
     return getattr(import_module(f"{__name__}.{module}"), cls)

@@ -20,7 +20,7 @@ import signal
 import socket
 import time
 
-from ..connection import ServerContext
+from ..context import ServerContext
 
 # accept() failing with these means "out of descriptors or memory": back off and retry.
 RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}

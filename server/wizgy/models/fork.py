@@ -37,10 +37,12 @@ import os
 import select
 import signal
 import socket
+import time
 
-from ..connection import Connection, Stats
+from ..connection import Connection
+from ..context import Stats
+from ..http import error_response
 from ..proctitle import describe, set_title
-from ..wsgi import error_response
 from .base import Model
 
 # Blocked around fork(), so no handler can run in the child before it has its own.
@@ -142,7 +144,7 @@ class ForkModel(Model):
                 pass
             sock.setblocking(True)
             sock.settimeout(1.0)
-            sock.sendall(error_response(503, "The server cannot start a process now."))
+            sock.sendall(error_response(503, "The server cannot start a process now.", time.time()))
             sock.shutdown(socket.SHUT_WR)
         except OSError:
             pass

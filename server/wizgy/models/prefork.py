@@ -38,7 +38,7 @@ import select
 import signal
 import time
 
-from ..connection import Stats
+from ..context import Stats
 from ..proctitle import describe, set_title
 from .base import Model
 from .evloop import EventLoopModel
