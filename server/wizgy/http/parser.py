@@ -70,10 +70,12 @@ class RequestParser:
         self._state = _HEAD
         self._remaining = 0  # body bytes left in this Content-Length body or chunk
         self._body_seen = 0  # body bytes so far, for --max-body on chunked bodies
-        # Bytes of an incomplete head or trailer section already searched: a client
-        # dribbling one byte per packet must not make each packet rescan the whole
-        # buffer (quadratic: 150 s of CPU for a 100 KB head sent byte by byte).
-        self._scanned = 0
+        # Where to resume searching an incomplete head or trailer section: the end of
+        # what was searched already, less 3 bytes (a CRLFCRLF or a CR/LF pair split
+        # across two receives). A client dribbling one byte per packet must not make
+        # each packet rescan the whole buffer (quadratic: 150 s of CPU for a 100 KB
+        # head sent byte by byte).
+        self._resume_at = 0
         line_limit = limits.request_line or 1 << 20
         field_limit = limits.field_size or 1 << 20
         # The longest head (or trailer section) taken, blank line included: checked as
@@ -138,12 +140,12 @@ class RequestParser:
         buf = self._buf
         if buf.startswith(b"\r\n"):
             self._skip_empty_lines(buf)
-        end = buf.find(b"\r\n\r\n", self._rescan())
+        end = buf.find(b"\r\n\r\n", self._resume_at)
         if end < 0:
             return self._incomplete_head()
         head = bytes(buf[:end])
         del buf[: end + 4]
-        self._scanned = 0
+        self._resume_at = 0
         request = self._parse_head(head)
         self._start_body(request)
         return request
@@ -160,7 +162,7 @@ class RequestParser:
         # wait in a blocking recv() for a request that may never come.
         if buf.startswith(b"\r\n"):
             self._skip_empty_lines(buf)
-        if buf.find(b"\r\n\r\n", self._rescan()) >= 0:
+        if buf.find(b"\r\n\r\n", self._resume_at) >= 0:
             return True
         try:
             self._check_partial_head()
@@ -173,12 +175,7 @@ class RequestParser:
         # request-line (some clients send a CRLF after a POST body).
         while buf.startswith(b"\r\n"):
             del buf[:2]
-            self._scanned = 0
-
-    def _rescan(self) -> int:
-        """Where to resume searching a partial head: 3 bytes back, for a CRLFCRLF
-        (or a CR/LF pair) split across two receives."""
-        return max(0, self._scanned - 3)
+            self._resume_at = 0
 
     def _check_partial_head(self) -> None:
         buf = self._buf
@@ -200,7 +197,7 @@ class RequestParser:
         if self._eof:
             if buf:
                 del buf[:]
-                self._scanned = 0
+                self._resume_at = 0
             return CONNECTION_CLOSED
         return NEED_DATA
 
@@ -209,9 +206,9 @@ class RequestParser:
         searching only what came since the last call. A final CR waits for the next
         byte: it may be the start of a CRLF."""
         stop = len(buf) - 1 if buf.endswith(b"\r") else len(buf)
-        if FORBIDDEN.search(buf, self._rescan(), stop):
+        if FORBIDDEN.search(buf, self._resume_at, stop):
             self._raise_forbidden(bytes(buf))
-        self._scanned = len(buf)
+        self._resume_at = max(0, len(buf) - 3)
 
     @staticmethod
     def _raise_forbidden(head: bytes):
@@ -505,7 +502,7 @@ class RequestParser:
             del buf[:2]
             self._state = _HEAD
             return END_OF_MESSAGE
-        end = buf.find(b"\r\n\r\n", self._rescan())
+        end = buf.find(b"\r\n\r\n", self._resume_at)
         if end < 0:
             if len(buf) >= self._max_head:
                 raise HTTPError(431, "trailer section too large")
@@ -515,7 +512,7 @@ class RequestParser:
             raise HTTPError(431, "trailer section too large")
         block = bytes(buf[:end])
         del buf[: end + 4]
-        self._scanned = 0
+        self._resume_at = 0
         if FORBIDDEN.search(block):
             self._raise_forbidden(block)
         trailers = self._parse_fields(block.split(b"\r\n"), 0)

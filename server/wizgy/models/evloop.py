@@ -100,7 +100,7 @@ class EventLoopModel(ThreadedModel):
         """Clients send their request right after connecting, so by the time accept()
         returns it is often here already: read it now rather than after one more trip
         through epoll. If nothing is there yet, read_parked() leaves it parked."""
-        conn.write_behind = WRITE_BEHIND
+        conn.use_backlog(WRITE_BEHIND)
         self.park(conn)
         self.read_parked(conn)
 

@@ -203,7 +203,7 @@ class ThreadedModel(Model):
             return  # take_head() found no head after all: wait for one
         if (request.content_length or request.chunked) and not conn.body_ready():
             if not data:  # the client left mid-body (a spooled body: served, as an error)
-                conn.left_mid_body(parser.buffered)
+                conn.left_mid_body(request, parser.buffered)
                 self.unpark(conn).close()
                 return
             self.parked[conn] = time.monotonic() + timeout  # between two reads, as nginx

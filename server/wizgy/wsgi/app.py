@@ -31,15 +31,12 @@ def run_app(app, environ: dict, resp: Response, sendfile=None, behind=None) -> P
                 return paused
             if sent:
                 return None
-        if type(result) in (list, tuple) and len(result) == 1:  # the hot path: _end() and
-            resp.send_single(result[0])  # _close() written out, two calls fewer a request
-        else:
-            paused = _send_pieces(result, iter(result), resp, behind)
-            return paused
-        if resp.status is None:
-            raise AppError("the application returned without calling start_response()")
-        resp.finish()
-        return None
+        if type(result) in (list, tuple) and len(result) == 1:  # the hot path: _close()
+            if not resp.send_single(result[0]):  # written out, a call fewer a request
+                _end(resp)
+            return None
+        paused = _send_pieces(result, iter(result), resp, behind)
+        return paused
     finally:
         if paused is None:
             close = getattr(result, "close", None)

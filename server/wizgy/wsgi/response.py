@@ -49,14 +49,16 @@ class Response:
     _head_block = b""  # the status line and the app's fields (and Server), encoded
     _add_date = True  # the app sent no Date of its own
 
-    def __init__(self, req: Request, send: Callable[[bytes], None], *,
-                 keep_alive: bool, check: Callable[[], None] | None = None,
-                 ctx=None) -> None:
+    def __init__(self, req: Request, send: Callable[[bytes], None], keep_alive: bool,
+                 at_head: Callable[[], bool] | None = None) -> None:
         self.req = req
         self._send = send
-        self._ctx = ctx  # the server's context: its `stopping` means this one closes
-        self._check = check  # raises if the request turned out bad while the app ran
+        # May the connection carry another request? What the server decided so far;
+        # `at_head()`, called as the head goes out, may still say no (a stop begun
+        # while the app ran) or raise (the request turned out bad). The framing may
+        # close too (frame): an HTTP/1.0 body of unknown length, one cut short.
         self.keep_alive = keep_alive
+        self._at_head = at_head
 
     # PEP 3333 start_response ------------------------------------------------------
     def start_response(self, status, headers, exc_info=None):
@@ -139,19 +141,24 @@ class Response:
         else:
             self._send(head + data if head else data)
 
-    def send_single(self, data: bytes) -> None:
+    def send_single(self, data: bytes) -> bool:
         """The common case of a one-item body: we know its length, so no chunking, and
-        head and body go out in one send()."""
+        head and body go out in one send(). True when that was the whole response;
+        False when it went out as write() does, and finish() is still owed."""
         declared = self.content_length
         if self.headers_sent or type(data) is not bytes or \
                 declared is not None and len(data) > declared:
-            return self.write(data)  # write() cuts a body longer than declared
+            self.write(data)  # write() cuts a body longer than declared
+            return False
         head = self._head(len(data) if declared is None else None)
-        if self.body_allowed:
-            self.bytes_sent = len(data)
-            self._send(head + data)
-        else:
+        if not self.body_allowed:
             self._send(head)
+            return True
+        self.bytes_sent = len(data)
+        self._send(head + data)
+        if declared is not None and len(data) < declared:
+            self.keep_alive = False  # short body: the client would wait for the rest
+        return True
 
     def write_head(self, length: int | None) -> None:
         self._pending_head = self._head(length)
@@ -191,8 +198,6 @@ class Response:
                 fields = b"Transfer-Encoding: chunked\r\n"
             else:
                 self.keep_alive = False  # HTTP/1.0: the end of the body is the close
-        if self.keep_alive and self._ctx is not None and self._ctx.stopping:
-            self.keep_alive = False  # a stop (or --max-requests) began while the app ran
         if not self.keep_alive:
             fields += b"Connection: close\r\n"
         elif req.version == "HTTP/1.0":
@@ -202,8 +207,11 @@ class Response:
     def _head(self, length: int | None) -> bytes:
         if self.status is None:
             raise AppError("the application returned without calling start_response()")
-        if self._check is not None:
-            self._check()
+        at_head = self._at_head
+        if at_head is not None:
+            self._at_head = None  # once: the head goes out once (and holds on to no one)
+            if not at_head():
+                self.keep_alive = False
         framing = self.frame(length)
         self.headers_sent = True
         if self._add_date:
