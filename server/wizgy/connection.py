@@ -10,9 +10,11 @@ Call flow, blocking (iterative, fork, prefork workers; the threaded pool's threa
         _respond(request)               # a body: read first, or streamed (RequestBody)
           RequestCycle(...).run()       # environ -> wsgi.run_app -> output (cycle.py)
 
-A selector loop (threaded, evloop) parks connections and reads what arrives into the
-parser; once a whole head is in, `take_head()` makes it `pending`, `body_ready()` says
-whether its body is here too, and `handle_request()` serves it.
+A selector loop (models/selectorloop.py) parks connections and feeds them what
+arrives, touching neither the socket nor the parser:
+
+    conn.readable() -> feed(data) -> WAIT | BEGUN | READY | CLOSE
+    conn.serve_ready()                  # READY: the request, then the pipelined ones
 
 A body a selector loop waits for is read whole while the connection is parked (up to
 64 KiB in the parser's buffer, more into a Spool), so the app never waits on a slow
@@ -52,6 +54,8 @@ DRAIN_IDLE = 1.0
 LINGER_TIME = 2.0
 LINGER_IDLE = 1.0
 EMPTY_INPUT = InputStream(lambda size: b"")  # wsgi.input of every bodiless request
+# What Connection.feed() tells a selector loop to do next.
+WAIT, BEGUN, READY, CLOSE = "wait", "begun", "ready", "close"
 
 
 class Connection:
@@ -88,6 +92,10 @@ class Connection:
         self.cycle: RequestCycle | None = None  # the request being answered (or paused)
         self.linger = False  # close lingering: the client may still be sending
         self.lingering = 0.0  # a selector loop's: when its lingering ends (0: not begun)
+
+    def fileno(self) -> int:
+        """What a selector watches (selectors and epoll take any object with fileno)."""
+        return self.sock.fileno()
 
     def use_backlog(self, limit: int) -> None:
         """Output for a selector loop serving inline: a slow reader's bytes wait in a
@@ -304,6 +312,71 @@ class Connection:
                                  size, request.method, request.target)
 
     # for a selector loop: a request read without blocking --------------------------------
+    def readable(self) -> str:
+        """The loop's select() says the socket is readable: read what is there and
+        feed() it (see there). WAIT after a spurious wakeup; CLOSE if the socket failed."""
+        try:
+            data = self.sock.recv(65536)  # readable, so this does not block
+        except BlockingIOError:
+            return WAIT  # a spurious wakeup: nothing to read after all
+        except OSError:
+            return CLOSE
+        return self.feed(data)
+
+    def feed(self, data: bytes) -> str:
+        """Bytes a selector loop read (b"": the client ended its side). Returns what
+        the loop does next: WAIT (parked as it is), BEGUN (parked, --timeout from now:
+        a head has begun, or a body moved on), READY (a whole request is here: serve
+        it, serve_ready()) or CLOSE (close_connection: the client left, or its head was
+        refused and answered)."""
+        started = self.request_begun
+        if not data and not started:
+            return CLOSE  # the client ended an idle keep-alive connection
+        parser = self.parser
+        parser.receive(data)
+        if self.pending is None:
+            if not parser.head_complete():
+                # The head has begun: --timeout for all of it. (Empty lines before it
+                # are skipped, not a beginning: else each CRLF would extend the wait.)
+                return BEGUN if not started and parser.head_begun else WAIT
+            if not self.take_head():  # refused (and answered), or the peer is gone
+                return CLOSE
+        request = self.pending
+        if request is None:
+            return WAIT  # take_head() found no head after all: wait for one
+        if (request.content_length or request.chunked) and not self.body_ready():
+            if not data:  # the client left mid-body (a spooled body: served, as an error)
+                self.left_mid_body(request, parser.buffered)
+                return CLOSE
+            return BEGUN  # --timeout between two reads, as nginx
+        return READY
+
+    def serve_ready(self) -> bool:
+        """The request feed() said is READY, then the pipelined ones already here, in
+        order; one not all here yet waits parked, rather than keep a thread in a
+        blocking read. (With none taken yet, just the pipelined ones: evloop's
+        connection whose backlog is sent.) False when the connection must close."""
+        keep = self.handle_request() if self.pending is not None else True
+        parser = self.parser
+        while keep and not self.output.backlog and parser.has_buffered_data \
+                and parser.head_complete():  # (a backlog: this client is not reading)
+            if not self.take_head():
+                return False
+            if self.pending is None or not self.body_ready():
+                break  # the rest arrives while the connection waits parked
+            keep = self.handle_request()
+        return keep
+
+    def time_out(self) -> None:
+        """Parked past its deadline (the loop closes it next): a request that had
+        begun gets its 408. (A slow reader or a lingering close: nothing to say.)"""
+        if self.output.backlog or self.lingering:
+            return
+        if self.pending is not None:
+            self.refuse(HTTPError(408, "request body not received in time"))
+        elif self.parser.has_buffered_data:
+            self.refuse(HTTPError(408, "request head not received in time"))
+
     def take_head(self) -> bool:
         """The parser holds a whole head (head_complete() said so): parse it into
         `pending`, for handle_request() to serve. False when the connection must close

@@ -270,3 +270,58 @@ def test_an_app_that_raises_gets_500_and_the_iterable_closed_once():
     assert cycle.run() is False
     assert output.sent[0].startswith(b"HTTP/1.1 500 ") and closed == [True]
     assert cycle.ctx.stats.responses_5xx == 1
+
+
+# --- what a selector loop feeds a connection ----------------------------------------------
+
+
+@pytest.fixture
+def parked():
+    """A Connection as a selector loop holds it: non-blocking, fed bytes by hand."""
+    client, server = socket.socketpair()
+    conn = Connection(server, None, context(echo))
+    conn.set_nonblocking()
+    yield conn, client
+    conn.linger = False  # (a test that refused a request: no lingering wait)
+    conn.close()
+    client.close()
+
+
+def test_feed_says_wait_begun_ready_and_serve_ready_answers(parked):
+    from wizgy.connection import BEGUN, READY, WAIT
+    conn, client = parked
+    assert conn.feed(b"\r\n") is WAIT  # an empty line before a request is not one
+    assert conn.feed(b"POST /p HTTP/1.1\r\nHost: x\r\n") is BEGUN  # --timeout from now
+    assert conn.feed(b"Content-Length: 4\r\n") is WAIT
+    assert conn.feed(b"\r\nab") is BEGUN  # the head is in, the body on its way
+    assert conn.feed(b"cd" + GET % b"next") is READY
+    assert conn.serve_ready() is True  # the POST, then the pipelined GET
+    client.settimeout(5)
+    data = b""
+    while not data.endswith(b"GET /next "):
+        data += client.recv(65536)
+    assert b"POST /p abcd" in data and conn.requests == 2
+
+
+def test_feed_says_close_when_the_client_leaves_or_is_refused(parked):
+    from wizgy.connection import CLOSE
+    conn, client = parked
+    assert conn.feed(b"") is CLOSE  # an idle connection ended by the client
+    client2, server2 = socket.socketpair()
+    refused = Connection(server2, None, context(echo))
+    try:
+        assert refused.feed(b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n") is CLOSE
+        client2.settimeout(5)
+        assert client2.recv(65536).startswith(b"HTTP/1.1 400 ") and refused.linger
+    finally:
+        refused.linger = False
+        refused.close()
+        client2.close()
+
+
+def test_a_request_parked_past_its_deadline_gets_408(parked):
+    conn, client = parked
+    conn.feed(b"GET / HTTP/1.1\r\nHo")
+    conn.time_out()
+    client.settimeout(5)
+    assert client.recv(65536).startswith(b"HTTP/1.1 408 ")

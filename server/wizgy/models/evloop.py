@@ -1,9 +1,8 @@
 """-k evloop: one thread, one selector loop; requests run inline. The fast model.
 
-This is the threaded model with its pool taken away: the main thread's selector loop
-parks every connection, reads what arrives into the connection's parser, and as soon
-as a whole request head is in, calls the application *right there* and writes the
-response, then goes back to select(). What bjoern and meinheld do in C, in Python:
+The selector loop of selectorloop.py, with no pool: it parks every connection, feeds
+it what arrives, and as soon as a whole request is in, calls the application *right
+there* (dispatch) and writes the response, then goes back to select(). What bjoern and meinheld do in C, in Python:
 no thread hand-offs, no locks, no queue, no re-registering sockets per request.
 Sockets here are non-blocking: recv() only when epoll says so, send() tried once.
 A new connection's first request is usually in by the time accept() returns, so
@@ -41,7 +40,7 @@ import selectors
 import time
 
 from ..connection import Connection
-from .threaded import ThreadedModel
+from .selectorloop import SelectorLoop
 
 WRITE_BEHIND = 1 << 18  # backlog past which a slow reader's response is paused
 
@@ -50,7 +49,7 @@ class Epoll:
     """The part of a `selectors` selector this loop uses, on epoll directly: one dict
     lookup per ready descriptor instead of a SelectorKey and an event mask (0.25 us
     an event, about 1% of a hello-world request). Linux only; elsewhere the loop uses
-    the selectors module like the threaded model does."""
+    the selectors module as the threaded model does."""
 
     def __init__(self) -> None:
         self._epoll = select.epoll()
@@ -79,7 +78,7 @@ class Epoll:
         self._epoll.close()
 
 
-class EventLoopModel(ThreadedModel):
+class EventLoopModel(SelectorLoop):
     name = "evloop"
     multithread = False
 
@@ -91,9 +90,7 @@ class EventLoopModel(ThreadedModel):
             return self.selector.ready(timeout)
         return super().ready(timeout)
 
-    def start_pool(self) -> None:
-        self.pool = []  # no threads: dispatch() serves the request itself
-        self.held = 0  # (none is ever handed to a pool)
+    def start(self) -> None:
         self.closing: set[Connection] = set()  # to close once their backlog is sent
 
     def admit(self, conn: Connection) -> None:
@@ -105,9 +102,10 @@ class EventLoopModel(ThreadedModel):
         self.read_parked(conn)
 
     def dispatch(self, conn: Connection) -> None:
+        """Serve inline: this thread is the whole worker."""
         keep = True if conn.paused is None else conn.resume()  # (a response to go on with)
         if keep and conn.paused is None:
-            keep = self.serve(conn)  # inline: this thread is the whole worker
+            keep = conn.serve_ready()
         if conn.backlog:  # the client is slow to take its responses: wait till it does
             if not keep:
                 self.closing.add(conn)
@@ -120,8 +118,8 @@ class EventLoopModel(ThreadedModel):
 
     def wait_to_write(self, conn: Connection) -> None:
         conn.set_nonblocking()
-        self.selector.modify(conn.sock, selectors.EVENT_WRITE, conn)
-        self.parked[conn] = time.monotonic() + (self.ctx.settings.timeout or 3600.0)
+        self.selector.modify(conn, selectors.EVENT_WRITE, conn)
+        self.parked[conn] = time.monotonic() + self.timeout
 
     def read_parked(self, conn: Connection) -> None:
         if conn.backlog:  # it waits to write, and now it can
@@ -136,11 +134,11 @@ class EventLoopModel(ThreadedModel):
             self.unpark(conn).close()
             return
         if not done:  # it took some: --timeout again for the next of it
-            self.parked[conn] = time.monotonic() + (self.ctx.settings.timeout or 3600.0)
+            self.parked[conn] = time.monotonic() + self.timeout
         elif conn.paused is None and conn in self.closing:
             self.close_connection(self.unpark(conn))
         else:  # the rest of a paused response, then the requests it pipelined meanwhile
-            self.selector.modify(conn.sock, selectors.EVENT_READ, conn)
+            self.selector.modify(conn, selectors.EVENT_READ, conn)
             self.dispatch(conn)
 
     def unpark(self, conn: Connection) -> Connection:
