@@ -110,7 +110,7 @@ def run_wizgy(*args: str, env: dict | None = None, cwd=None, bind: bool = True,
         yield server
 
 
-BOOTING = re.compile(r"Booting worker with pid (\d+)")
+BOOTING = re.compile(r"Booting worker with pid (\d+)|Status at: \S+ \((\d+)\)")
 SIGALRM_BIT = 1 << (signal.SIGALRM - 1)
 
 
@@ -121,13 +121,16 @@ def wait_for_workers(server: Server, timeout: float = 15.0) -> None:
     installed its signal handlers (base.Model.install_signals catches SIGALRM, which
     the master leaves alone, so SigCgt shows it), and the master has forked them all
     once it sleeps (state S) in its loop after the first spawn round, with no child it
-    has not logged. A master that exits (workers failing to boot) ends the wait too."""
+    has not logged (as a worker, or as its status process). A master that exits
+    (workers failing to boot) ends the wait too."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.proc.poll() is not None:
             return
-        booting = {int(pid) for pid in BOOTING.findall(server.output())}
-        if booting and set(children_of(server.pid)) <= booting \
+        logged = BOOTING.findall(server.output())
+        booting = {int(worker) for worker, _ in logged if worker}
+        known = booting | {int(status) for _, status in logged if status}
+        if booting and set(children_of(server.pid)) <= known \
                 and proc_state(server.pid) == "S" \
                 and all(signals_caught(pid) & SIGALRM_BIT for pid in booting
                         if proc_state(pid) not in (None, "Z")):

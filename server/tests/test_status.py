@@ -392,6 +392,7 @@ def static_files(root: Path):
         httpd.server_close()
 
 
+@pytest.mark.slow
 def test_live_view_shows_what_proc_shows():
     require_tool("chromium", "node")
     with status_server("fork", "--lesson", "no-reap", "--graceful-timeout", "1") as server, \
