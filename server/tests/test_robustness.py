@@ -97,6 +97,7 @@ def test_500_slow_header_dribblers_do_not_stop_other_clients(model):
         assert p99 < 0.1, f"p99 {p99 * 1000:.1f} ms with 500 dribblers"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", SELECTOR_MODELS)
 @pytest.mark.parametrize("stall", [b"\r\n\r\n", b"\r\n\r\nGET /hello HTTP/1.1\r\nHo"],
                          ids=["two-empty-lines", "empty-lines-then-half-a-head"])
@@ -499,6 +500,7 @@ BIG_STREAM = b"GET /big-stream?pieces=300&size=65536 HTTP/1.1\r\nHost: t\r\n\r\n
 BIG = 300 << 16
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["stream", "file"])
 def test_a_slow_reader_of_a_big_response_stalls_nobody_and_gets_it_all(tmp_path, kind):
     # Past 256 KiB of backlog the app's iterable is paused, and pulled from again as

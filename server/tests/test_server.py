@@ -39,26 +39,25 @@ def model(request) -> str:
     return request.param
 
 
-def started(model, close_log):
-    return run_wizgy("-k", model, "--keep-alive", "5", "testapp:app",
-                     env={"TESTAPP_CLOSE_LOG": str(close_log)})
-
-
 def assert_clean(output: str) -> None:
     assert "WSGIWarning" not in output
     assert unexpected_tracebacks(output, BOOM) == [], output
 
 
-@pytest.fixture(scope="module")
-def shared_server(model, tmp_path_factory):
-    """One server per model for the tests that need no fresh one: no signals, no
-    other options, nothing counted in its close log."""
-    close_log = tmp_path_factory.mktemp("closes") / "closes"
-    with started(model, close_log) as srv:
+def serving(model, close_log):
+    with run_wizgy("-k", model, "--keep-alive", "5", "testapp:app",
+                   env={"TESTAPP_CLOSE_LOG": str(close_log)}) as srv:
         srv.close_log = close_log
         srv.model = model
         yield srv
     assert_clean(srv.output())
+
+
+@pytest.fixture(scope="module")
+def shared_server(model, tmp_path_factory):
+    """One server per model for the tests that need no fresh one: no signals, no
+    other options."""
+    yield from serving(model, tmp_path_factory.mktemp("closes") / "closes")
 
 
 @pytest.fixture
@@ -69,15 +68,20 @@ def server(shared_server):
     assert_clean(view.output())
 
 
+@pytest.fixture(scope="module")
+def counting_server(model, tmp_path_factory):
+    """One server per model for the tests that count close() calls in its close log:
+    each of them waits for its own (closes()), so the next one starts with none due."""
+    yield from serving(model, tmp_path_factory.mktemp("closes") / "closes")
+
+
 @pytest.fixture
-def fresh_server(model, tmp_path):
-    """A server of this test's own: its close log counts this test's close() calls."""
-    close_log = tmp_path / "closes"
-    with started(model, close_log) as srv:
-        srv.close_log = close_log
-        srv.model = model
-        yield srv
-    assert_clean(srv.output())
+def counted_server(counting_server):
+    """The counting server, its close log emptied and its log seen from here on."""
+    counting_server.close_log.unlink(missing_ok=True)
+    view = LogView(counting_server)
+    yield view
+    assert_clean(view.output())
 
 
 def get(port, path, headers=b""):
@@ -137,11 +141,11 @@ def test_pipelined_requests_answered_in_order(server):
         assert read_response(sock)[2] == b"xxx"
 
 
-def test_streamed_response_is_chunked_on_http11(fresh_server):
-    status, headers, body = get(fresh_server.port, b"/stream?n=100")
+def test_streamed_response_is_chunked_on_http11(counted_server):
+    status, headers, body = get(counted_server.port, b"/stream?n=100")
     assert headers["transfer-encoding"] == "chunked"
     assert body == b"".join(b"chunk %d\n" % i for i in range(100))
-    assert closes(fresh_server) == ["stream"]
+    assert closes(counted_server) == ["stream"]
 
 
 def test_http10_gets_close_delimited_body_and_closes(server):
@@ -224,10 +228,10 @@ def test_exc_info_replaces_unsent_headers(server):
     assert status == 500 and body == b"replaced\n"
 
 
-def test_404_and_close_called_once(fresh_server):
-    status, _, _ = get(fresh_server.port, b"/length?n=5")
+def test_404_and_close_called_once(counted_server):
+    status, _, _ = get(counted_server.port, b"/length?n=5")
     assert status == 200
-    assert closes(fresh_server) == ["length"]
+    assert closes(counted_server) == ["length"]
 
 
 # --- request bodies ------------------------------------------------------------------
@@ -438,13 +442,13 @@ def test_app_exception_gives_500_and_server_keeps_serving(server):
     server.wait_for_output("RuntimeError: boom before start_response")
 
 
-def test_app_exception_mid_stream_closes_connection(fresh_server):
-    with connect(fresh_server.port) as sock:
+def test_app_exception_mid_stream_closes_connection(counted_server):
+    with connect(counted_server.port) as sock:
         sock.sendall(GET % b"/error-mid-stream")
         raw = read_until_close(sock)
     assert raw.startswith(b"HTTP/1.1 200 OK") and not raw.endswith(b"0\r\n\r\n")
-    assert closes(fresh_server) == ["error-mid-stream"]
-    assert get(fresh_server.port, b"/hello")[0] == 200
+    assert closes(counted_server) == ["error-mid-stream"]
+    assert get(counted_server.port, b"/hello")[0] == 200
 
 
 def test_client_disconnect_mid_body_leaves_server_serving(server):
@@ -455,15 +459,15 @@ def test_client_disconnect_mid_body_leaves_server_serving(server):
     assert get(server.port, b"/hello")[0] == 200
 
 
-def test_client_disconnect_mid_response(fresh_server):
-    with connect(fresh_server.port) as sock:
+def test_client_disconnect_mid_response(counted_server):
+    with connect(counted_server.port) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.sendall(GET % b"/stream?n=200000")
         sock.recv(100)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-    assert closes(fresh_server) == ["stream"]
-    assert get(fresh_server.port, b"/hello")[0] == 200
-    assert "Traceback" not in fresh_server.output()
+    assert closes(counted_server) == ["stream"]
+    assert get(counted_server.port, b"/hello")[0] == 200
+    assert "Traceback" not in counted_server.output()
 
 
 REJECTIONS = [
