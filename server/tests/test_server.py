@@ -510,6 +510,7 @@ def test_body_over_max_body_is_413(model):
         assert exchange(srv.port, chunked).startswith(b"HTTP/1.1 413 ")
 
 
+@pytest.mark.slow
 def test_head_timeout_is_408(model):
     with run_wizgy("-k", model, "--timeout", "1", "testapp:app") as srv:
         with connect(srv.port) as sock:

@@ -163,6 +163,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+@pytest.mark.slow
 def test_cpu_seconds_follow_the_work_done():
     """The live view's CPU % comes from two reports' cpu_seconds: they must be the
     process's own utime + stime, growing as it serves."""
