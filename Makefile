@@ -260,6 +260,12 @@ test: venv ## every test: unit, functional and the Docker stack (server/tests/st
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$rc
 
+.PHONY: test-fast
+test-fast: venv ## the loop while you work, under 2 minutes: the unit and functional tiers, not the slow tests (soak, bench, fuzz campaigns) nor the Docker stack; `make test` runs them all
+	@$(VENV)/bin/python -m pytest -q -m "not slow and not stack" server/tests; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test-fast: pytest collected no tests" >&2; exit 1; fi; \
+	exit $$rc
+
 # --- PyPy ----------------------------------------------------------------------------
 
 PYPY ?= pypy3

@@ -106,8 +106,47 @@ def run_wizgy(*args: str, env: dict | None = None, cwd=None, bind: bool = True,
     with run_server(cmd, env=env, cwd=cwd, startup=startup, preexec_fn=preexec_fn,
                     pass_fds=pass_fds) as server:
         if not {"iterative", "threaded", "fork"} & set(args):  # a master and workers:
-            time.sleep(0.3)  # let the workers boot before the test counts on them
+            wait_for_workers(server)  # booted before the test counts on them
         yield server
+
+
+BOOTING = re.compile(r"Booting worker with pid (\d+)|Status at: \S+ \((\d+)\)")
+SIGALRM_BIT = 1 << (signal.SIGALRM - 1)
+
+
+def wait_for_workers(server: Server, timeout: float = 15.0) -> None:
+    """Until a pre-fork master has forked all its workers and each one runs its model.
+
+    Read from the kernel, not guessed with a sleep: a worker has booted once its model
+    installed its signal handlers (base.Model.install_signals catches SIGALRM, which
+    the master leaves alone, so SigCgt shows it), and the master has forked them all
+    once it sleeps (state S) in its loop after the first spawn round, with no child it
+    has not logged (as a worker, or as its status process). A master that exits
+    (workers failing to boot) ends the wait too."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            return
+        logged = BOOTING.findall(server.output())
+        booting = {int(worker) for worker, _ in logged if worker}
+        known = booting | {int(status) for _, status in logged if status}
+        if booting and set(children_of(server.pid)) <= known \
+                and proc_state(server.pid) == "S" \
+                and all(signals_caught(pid) & SIGALRM_BIT for pid in booting
+                        if proc_state(pid) not in (None, "Z")):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"workers did not boot in {timeout} s:\n{server.output()}")
+
+
+def signals_caught(pid: int) -> int:
+    """The SigCgt mask of /proc/PID/status (bit N-1 set: signal N has a handler); all
+    bits once the process is gone (nothing left to wait for)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return ~0
+    return int(re.search(r"^SigCgt:\s*([0-9a-f]+)", status, re.M).group(1), 16)
 
 
 @contextlib.contextmanager
@@ -139,6 +178,34 @@ def run_server(cmd: list, env: dict | None = None, cwd=None, startup: float = 15
         finally:
             server.stop()
             server.final_output = server.output()
+
+
+class LogView:
+    """One test's view of a server that several tests share: the same process and
+    port, but only the log written since the test began, so that what a test asserts
+    about the log is about its own requests."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.start = len(server.output())
+
+    def __getattr__(self, name: str):
+        return getattr(self.server, name)
+
+    def output(self) -> str:
+        return self.server.output()[self.start:]
+
+    wait_for_output = Server.wait_for_output
+
+
+TRACEBACK = re.compile(r"^Traceback \(most recent call last\):\n(?:[ \t].*\n|\n)*(.*)", re.M)
+
+
+def unexpected_tracebacks(output: str, expected: str | None = None) -> list[str]:
+    """The exception line of each traceback in `output`, but those that match the
+    regular expression `expected` (the one a test provokes on purpose)."""
+    return [line for line in TRACEBACK.findall(output)
+            if not (expected and re.fullmatch(expected, line))]
 
 
 def connect(port: int, timeout: float = 5.0) -> socket.socket:

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import SERVER_PYTHON, require_tool
 
 INPROCESS = Path(__file__).resolve().parents[2] / "loadtest" / "bench" / "inprocess.py"
@@ -26,6 +28,7 @@ def test_timing_mode_reports_microseconds_per_request():
     assert found and float(found.group(1)) > 0, out
 
 
+@pytest.mark.slow
 def test_instructions_mode_counts_under_valgrind():
     # on CPython, whatever runs the server: instructions are CPython's measure (a JIT's
     # count says little, and valgrind is slow on it)

@@ -39,6 +39,8 @@ from conftest import (
     zombies_of,
 )
 
+pytestmark = pytest.mark.slow  # faults under Locust load, seconds each: `make test` only
+
 LOCUSTFILE = REPO / "loadtest" / "soak_locustfile.py"
 GET = b"GET %s HTTP/1.1\r\nHost: t\r\n\r\n"
 

@@ -72,6 +72,7 @@ def test_max_children_bounds_the_children_and_nobody_is_refused():
         assert most == 2  # six clients, two children at a time: three rounds
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["fork", "prefork"])
 def test_no_zombies_and_no_leaked_descriptors_after_500_connections(model):
     """Four bursts of 128 concurrent clients (loadtest/lesson_client.py): afterwards no

@@ -233,6 +233,7 @@ def requests(draw, version=None):
 pipelines = st.lists(requests(), min_size=1, max_size=3)
 
 
+@pytest.mark.slow
 @fuzz(300)
 @given(pipeline=pipelines, cuts=st.lists(st.integers(min_value=0), max_size=30))
 def test_generated_requests_any_split(pipeline, cuts):
@@ -242,6 +243,7 @@ def test_generated_requests_any_split(pipeline, cuts):
     assert comparable(messages(drive(split_at(data, cuts)))) == expected
 
 
+@pytest.mark.slow
 @fuzz(300)
 @given(pipeline=pipelines)
 def test_h11_agrees_on_generated_requests(pipeline):
@@ -285,18 +287,21 @@ def check_garbage(data: bytes, cuts: list[int]) -> None:
     assert outcome([data[i : i + 1] for i in range(len(data))]) == whole
 
 
+@pytest.mark.slow
 @fuzz(500)
 @given(data=st.binary(max_size=600), cuts=st.lists(st.integers(min_value=0), max_size=20))
 def test_random_bytes(data, cuts):
     check_garbage(data, cuts)
 
 
+@pytest.mark.slow
 @fuzz(800)
 @given(data=grammar_garbage, cuts=st.lists(st.integers(min_value=0), max_size=20))
 def test_grammar_shaped_garbage(data, cuts):
     check_garbage(data, cuts)
 
 
+@pytest.mark.slow
 @fuzz(1500)
 @given(data=mutated_corpus(), cuts=st.lists(st.integers(min_value=0), max_size=20))
 def test_mutated_corpus(data, cuts):

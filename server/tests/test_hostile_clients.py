@@ -130,6 +130,7 @@ def hello_latency(port: int) -> float:
     return time.monotonic() - started
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", [[], ["-k", "threaded"]], ids=["default", "threaded"])
 def test_with_no_flags_a_slow_request_and_a_slow_reader_stall_nobody(args):
     """`wizgy app:app` as a newcomer starts it (issue 17: one evloop worker, or one pool
@@ -154,6 +155,7 @@ def test_with_no_flags_a_slow_request_and_a_slow_reader_stall_nobody(args):
             assert max(waits) < 0.5, waits
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["evloop", "threaded"])
 def test_a_trickled_expect_100_continue_body_stalls_nobody(model):
     """Issue 17 probe: after Expect: 100-continue the app read the body as it came,
@@ -183,6 +185,7 @@ def test_a_trickled_expect_100_continue_body_stalls_nobody(model):
                 sock.close()
 
 
+@pytest.mark.slow
 def test_a_request_that_came_while_the_loop_was_busy_is_not_expired():
     """Issue 17 probe: one request in the app longer than --keep-alive, and the evloop
     worker, back in its loop, closed the keep-alive connections whose deadline had

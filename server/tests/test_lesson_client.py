@@ -297,6 +297,7 @@ def lesson_server(*args: str, **kwargs):
         yield server, f"http://127.0.0.1:{port}/status"
 
 
+@pytest.mark.slow
 def test_reap_once_leaves_zombies_as_the_lesson_predicts():
     with lesson_server("--lesson", "reap-once") as (server, status_url):
         status, out = run_text(server.port, "--max-clients", "128", "--status", status_url)

@@ -94,6 +94,7 @@ def test_client_gets_eof_unless_the_parent_keeps_its_copy(lesson):
             assert sock.recv(1) == b""
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lesson", [[], ["--lesson", "keep-duplicate-fds"]],
                          ids=["fork", "keep-duplicate-fds"])
 def test_kept_copies_exhaust_descriptors_under_a_low_limit(lesson):
@@ -126,6 +127,7 @@ def test_every_connection_leaves_a_zombie_unless_reaped(lesson, zombies):
 
 # --- reap-once ---------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lesson", [[], ["--lesson", "reap-once"]], ids=["fork", "reap-once"])
 def test_one_wait_per_sigchld_leaves_zombies_after_128_clients(lesson):
     with run_wizgy("-k", "fork", *lesson, "--graceful-timeout", "1", "testapp:app") as srv:

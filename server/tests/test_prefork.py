@@ -82,6 +82,7 @@ def test_a_killed_worker_is_replaced():
         assert get(srv.port, b"/hello") == (200, b"Hello, World!\n")
 
 
+@pytest.mark.slow
 def test_a_stuck_worker_is_killed_after_the_timeout_and_replaced():
     with run_wizgy("-k", "prefork", "-w", "1", "--timeout", "2", "testapp:app") as srv:
         (stuck,) = wait_for(lambda: workers(srv), what="a worker")

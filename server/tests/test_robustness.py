@@ -71,6 +71,7 @@ def open_sockets(port: int, count: int):
             sock.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", SELECTOR_MODELS)
 def test_500_slow_header_dribblers_do_not_stop_other_clients(model):
     with run_wizgy("-k", model, "--threads", "4", "--timeout", "30", "testapp:app") as srv:
@@ -96,6 +97,7 @@ def test_500_slow_header_dribblers_do_not_stop_other_clients(model):
         assert p99 < 0.1, f"p99 {p99 * 1000:.1f} ms with 500 dribblers"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", SELECTOR_MODELS)
 @pytest.mark.parametrize("stall", [b"\r\n\r\n", b"\r\n\r\nGET /hello HTTP/1.1\r\nHo"],
                          ids=["two-empty-lines", "empty-lines-then-half-a-head"])
@@ -135,6 +137,7 @@ UPLOADS = {  # what the slow client sends: head fields, and the body in 12 piece
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", SELECTOR_MODELS)
 @pytest.mark.parametrize("upload", UPLOADS)
 def test_slow_upload_waits_parked_and_is_served_whole(model, upload):
@@ -160,6 +163,7 @@ def test_slow_upload_waits_parked_and_is_served_whole(model, upload):
     assert "WORKER TIMEOUT" not in srv.final_output
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", SELECTOR_MODELS)
 @pytest.mark.parametrize("request_bytes", [
     b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n12345",
@@ -180,6 +184,7 @@ def test_body_that_stops_coming_gets_408_and_stalls_nobody(model, request_bytes)
         assert b"request body not received in time" in body
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", AVAILABLE_MODELS)
 @pytest.mark.parametrize("head", [
     b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 200000\r\n\r\n",
@@ -201,6 +206,7 @@ def test_body_the_app_waits_for_in_vain_gets_408(model, head):
     assert "request body not received in time" in srv.final_output
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", SELECTOR_MODELS)
 def test_app_reading_a_long_chunked_upload_is_not_killed_as_stuck(model):
     # A chunked body is read by the app as it comes: 4 s of steady chunks against a
@@ -220,6 +226,7 @@ def test_app_reading_a_long_chunked_upload_is_not_killed_as_stuck(model):
     assert "WORKER TIMEOUT" not in srv.final_output
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", [m for m in AVAILABLE_MODELS if m not in SELECTOR_MODELS])
 def test_a_dribbled_small_body_holds_a_worker_at_most_timeout(model):
     # A Content-Length body of up to 64 KiB is read whole before the app runs (so that
@@ -252,6 +259,7 @@ def test_a_dribbled_small_body_holds_a_worker_at_most_timeout(model):
         assert closed_after < 3.5 + 2.0, f"closed {closed_after:.1f} s after the head"  # + linger
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", SELECTOR_MODELS)
 @pytest.mark.parametrize("pieces", [[b"\r\n"], [b"\r", b"\n"]], ids=["crlf", "cr-then-lf"])
 def test_empty_lines_do_not_keep_an_idle_connection_open(model, pieces):
@@ -278,6 +286,7 @@ def test_empty_lines_do_not_keep_an_idle_connection_open(model, pieces):
         assert closed and time.monotonic() - started < 3.5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", SELECTOR_MODELS)
 def test_a_half_sent_pipelined_request_waits_parked_and_gets_its_408(model):
     # GET, then the start of a next request that never ends: the one worker (evloop)
@@ -299,6 +308,7 @@ def test_a_half_sent_pipelined_request_waits_parked_and_gets_its_408(model):
             assert time.monotonic() - sent < 5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", SELECTOR_MODELS)
 def test_upload_with_timeout_0_is_not_cut_by_the_keep_alive_time(model):
     # --timeout 0 disables the timeout: a second request's body arriving over 3 s is
@@ -332,6 +342,7 @@ def test_an_app_raising_systemexit_does_not_end_a_pool_thread(model):
         assert "SystemExit" in srv.output()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", SELECTOR_MODELS)
 def test_5000_idle_keep_alive_connections_and_50_active_clients(model):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -374,6 +385,7 @@ def test_5000_idle_keep_alive_connections_and_50_active_clients(model):
 # iterative holds one connection at a time, and fork's parent closes its copy of each
 # connection (a child holds it), so neither has 200 descriptors to run out of; for fork,
 # running out is what the keep-duplicate-fds lesson shows (test_lessons.py).
+@pytest.mark.slow
 @pytest.mark.parametrize("model", [m for m in AVAILABLE_MODELS if m not in ("iterative", "fork")])
 def test_descriptor_exhaustion_backs_off_and_recovers(model):
     def low_limit():
@@ -460,6 +472,7 @@ def test_client_that_does_not_read_its_responses_stalls_nobody(close_last):
                 assert read_response(hog)[:3:2] == (200, b"Hello, World!\n")
 
 
+@pytest.mark.slow
 def test_client_that_never_reads_is_closed_after_timeout():
     # It took nothing of its responses for --timeout: it is closed, with no 408 put
     # in the middle of a response, and the worker goes on.
@@ -487,6 +500,7 @@ BIG_STREAM = b"GET /big-stream?pieces=300&size=65536 HTTP/1.1\r\nHost: t\r\n\r\n
 BIG = 300 << 16
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["stream", "file"])
 def test_a_slow_reader_of_a_big_response_stalls_nobody_and_gets_it_all(tmp_path, kind):
     # Past 256 KiB of backlog the app's iterable is paused, and pulled from again as

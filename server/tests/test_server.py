@@ -15,27 +15,73 @@ import pytest
 
 from conftest import (
     AVAILABLE_MODELS,
+    LogView,
     connect,
     exchange,
     read_response,
     read_until_close,
     run_wizgy,
+    unexpected_tracebacks,
     wait_for,
 )
 
 GET = b"GET %s HTTP/1.1\r\nHost: t\r\n\r\n"
 
 
-@pytest.fixture
-def server(model, tmp_path):
-    close_log = tmp_path / "closes"
+# The exceptions testapp raises on purpose (/error, /error-mid-stream): their
+# tracebacks are expected; any other traceback fails the test that caused it.
+BOOM = r"RuntimeError: boom (before start_response|mid-stream)"
+
+
+@pytest.fixture(scope="module", params=AVAILABLE_MODELS)
+def model(request) -> str:
+    """Module-scoped here (the tests are grouped by model): one shared server each."""
+    return request.param
+
+
+def assert_clean(output: str) -> None:
+    assert "WSGIWarning" not in output
+    assert unexpected_tracebacks(output, BOOM) == [], output
+
+
+def serving(model, close_log):
     with run_wizgy("-k", model, "--keep-alive", "5", "testapp:app",
                    env={"TESTAPP_CLOSE_LOG": str(close_log)}) as srv:
         srv.close_log = close_log
         srv.model = model
         yield srv
-    assert "WSGIWarning" not in srv.output()
-    assert "Traceback" not in srv.output() or "boom" in srv.output()
+    assert_clean(srv.output())
+
+
+@pytest.fixture(scope="module")
+def shared_server(model, tmp_path_factory):
+    """One server per model for the tests that need no fresh one: no signals, no
+    other options."""
+    yield from serving(model, tmp_path_factory.mktemp("closes") / "closes")
+
+
+@pytest.fixture
+def server(shared_server):
+    """The shared server, its log seen from this test's start on."""
+    view = LogView(shared_server)
+    yield view
+    assert_clean(view.output())
+
+
+@pytest.fixture(scope="module")
+def counting_server(model, tmp_path_factory):
+    """One server per model for the tests that count close() calls in its close log:
+    each of them waits for its own (closes()), so the next one starts with none due."""
+    yield from serving(model, tmp_path_factory.mktemp("closes") / "closes")
+
+
+@pytest.fixture
+def counted_server(counting_server):
+    """The counting server, its close log emptied and its log seen from here on."""
+    counting_server.close_log.unlink(missing_ok=True)
+    view = LogView(counting_server)
+    yield view
+    assert_clean(view.output())
 
 
 def get(port, path, headers=b""):
@@ -95,11 +141,11 @@ def test_pipelined_requests_answered_in_order(server):
         assert read_response(sock)[2] == b"xxx"
 
 
-def test_streamed_response_is_chunked_on_http11(server):
-    status, headers, body = get(server.port, b"/stream?n=100")
+def test_streamed_response_is_chunked_on_http11(counted_server):
+    status, headers, body = get(counted_server.port, b"/stream?n=100")
     assert headers["transfer-encoding"] == "chunked"
     assert body == b"".join(b"chunk %d\n" % i for i in range(100))
-    assert closes(server) == ["stream"]
+    assert closes(counted_server) == ["stream"]
 
 
 def test_http10_gets_close_delimited_body_and_closes(server):
@@ -182,10 +228,10 @@ def test_exc_info_replaces_unsent_headers(server):
     assert status == 500 and body == b"replaced\n"
 
 
-def test_404_and_close_called_once(server):
-    status, _, _ = get(server.port, b"/length?n=5")
+def test_404_and_close_called_once(counted_server):
+    status, _, _ = get(counted_server.port, b"/length?n=5")
     assert status == 200
-    assert closes(server) == ["length"]
+    assert closes(counted_server) == ["length"]
 
 
 # --- request bodies ------------------------------------------------------------------
@@ -268,7 +314,7 @@ SPOOLING_MODELS = [m for m in ("threaded", "evloop") if m in AVAILABLE_MODELS]
 STREAMING_MODELS = [m for m in AVAILABLE_MODELS if m not in SPOOLING_MODELS]
 
 
-@pytest.mark.parametrize("model", STREAMING_MODELS)
+@pytest.mark.parametrize("model", STREAMING_MODELS, indirect=True)
 def test_unread_large_body_closes_connection(server):
     # An answer before the body is whole says it will close.
     with connect(server.port) as sock:
@@ -277,7 +323,7 @@ def test_unread_large_body_closes_connection(server):
         assert status == 200 and headers["connection"] == "close"
 
 
-@pytest.mark.parametrize("model", SPOOLING_MODELS)
+@pytest.mark.parametrize("model", SPOOLING_MODELS, indirect=True)
 @pytest.mark.parametrize("framing", ["content-length", "chunked"])
 def test_large_body_the_app_ignores_was_read_whole_first(server, framing):
     # Read whole (a 3 MB one into a temporary file) before the app runs: the app
@@ -396,31 +442,32 @@ def test_app_exception_gives_500_and_server_keeps_serving(server):
     server.wait_for_output("RuntimeError: boom before start_response")
 
 
-def test_app_exception_mid_stream_closes_connection(server):
-    with connect(server.port) as sock:
+def test_app_exception_mid_stream_closes_connection(counted_server):
+    with connect(counted_server.port) as sock:
         sock.sendall(GET % b"/error-mid-stream")
         raw = read_until_close(sock)
     assert raw.startswith(b"HTTP/1.1 200 OK") and not raw.endswith(b"0\r\n\r\n")
-    assert closes(server) == ["error-mid-stream"]
-    assert get(server.port, b"/hello")[0] == 200
+    assert closes(counted_server) == ["error-mid-stream"]
+    assert get(counted_server.port, b"/hello")[0] == 200
 
 
 def test_client_disconnect_mid_body_leaves_server_serving(server):
     with connect(server.port) as sock:
         sock.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\npartial")
-    time.sleep(0.2)
+        sock.shutdown(socket.SHUT_WR)  # the client leaves mid-body...
+        read_until_close(sock)  # ...and the server is done with it: it closed its end
     assert get(server.port, b"/hello")[0] == 200
 
 
-def test_client_disconnect_mid_response(server):
-    with connect(server.port) as sock:
+def test_client_disconnect_mid_response(counted_server):
+    with connect(counted_server.port) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.sendall(GET % b"/stream?n=200000")
         sock.recv(100)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-    assert closes(server) == ["stream"]
-    assert get(server.port, b"/hello")[0] == 200
-    assert "Traceback" not in server.output()
+    assert closes(counted_server) == ["stream"]
+    assert get(counted_server.port, b"/hello")[0] == 200
+    assert "Traceback" not in counted_server.output()
 
 
 REJECTIONS = [
@@ -463,6 +510,7 @@ def test_body_over_max_body_is_413(model):
         assert exchange(srv.port, chunked).startswith(b"HTTP/1.1 413 ")
 
 
+@pytest.mark.slow
 def test_head_timeout_is_408(model):
     with run_wizgy("-k", model, "--timeout", "1", "testapp:app") as srv:
         with connect(srv.port) as sock:
@@ -524,8 +572,11 @@ def wait_for_text(path, text: str, timeout: float = 5.0) -> str:
     return path.read_text() if path.exists() else ""
 
 
+ANNOUNCE = {"TESTAPP_ANNOUNCE": "1"}  # testapp logs "/sleep?s=N began"
+
+
 def test_sigterm_lets_in_flight_request_finish(model):
-    with run_wizgy("-k", model, "--threads", "2", "testapp:app") as srv:
+    with run_wizgy("-k", model, "--threads", "2", "testapp:app", env=ANNOUNCE) as srv:
         result = {}
 
         def slow():
@@ -533,7 +584,7 @@ def test_sigterm_lets_in_flight_request_finish(model):
 
         thread = threading.Thread(target=slow)
         thread.start()
-        time.sleep(0.5)
+        srv.wait_for_output(r"/sleep\?s=1\.5 began")  # in flight: in the app
         os.kill(srv.pid, signal.SIGTERM)
         thread.join(10)
         assert result["response"][0] == 200 and result["response"][2] == b"slept 1.5\n"
@@ -541,10 +592,10 @@ def test_sigterm_lets_in_flight_request_finish(model):
 
 
 def test_sigint_stops_at_once(model):
-    with run_wizgy("-k", model, "testapp:app") as srv:
+    with run_wizgy("-k", model, "testapp:app", env=ANNOUNCE) as srv:
         threading.Thread(target=lambda: exchange(srv.port, GET % b"/sleep?s=30", 40),
                          daemon=True).start()
-        time.sleep(0.5)
+        srv.wait_for_output(r"/sleep\?s=30 began")  # in the app: SIGINT does not wait for it
         started = time.monotonic()
         os.kill(srv.pid, signal.SIGINT)
         assert srv.proc.wait(10) == 0 and time.monotonic() - started < 5

@@ -16,6 +16,7 @@ import pytest
 from conftest import REPO, SERVER_PYTHON
 
 LAB = REPO / "loadtest" / "smuggle" / "run.py"
+pytestmark = pytest.mark.slow  # the lab's run against its peers: `make test` only
 
 
 def load_lab():

@@ -11,8 +11,10 @@ import json
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO, SERVER_PYTHON, server_implementation
 
+pytestmark = pytest.mark.slow  # 16 s of load on each of two models: `make test` only
 MODELS = ["evloop", "fork"]
 
 

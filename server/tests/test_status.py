@@ -163,6 +163,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+@pytest.mark.slow
 def test_cpu_seconds_follow_the_work_done():
     """The live view's CPU % comes from two reports' cpu_seconds: they must be the
     process's own utime + stime, growing as it serves."""
@@ -392,6 +393,7 @@ def static_files(root: Path):
         httpd.server_close()
 
 
+@pytest.mark.slow
 def test_live_view_shows_what_proc_shows():
     require_tool("chromium", "node")
     with status_server("fork", "--lesson", "no-reap", "--graceful-timeout", "1") as server, \

@@ -13,6 +13,9 @@ import wsgiref.validate
 from urllib.parse import parse_qs
 
 CLOSE_LOG = os.environ.get("TESTAPP_CLOSE_LOG")  # a file: one line per close() call
+# Set: /sleep says on stderr (the server's log) when it begins, so that a test knows
+# its request is in the app from the log, not from a guessed sleep of its own.
+ANNOUNCE = os.environ.get("TESTAPP_ANNOUNCE")
 
 
 class Body:
@@ -81,6 +84,8 @@ def raw_app(environ, start_response):
         start_response("200 OK", [("Content-Type", "application/json")])
         return [json.dumps(keys).encode()]
     if path == "/sleep":
+        if ANNOUNCE:
+            print(f"testapp: /sleep?s={query.get('s', '1')} began", file=sys.stderr, flush=True)
         time.sleep(float(query.get("s", "1")))
         start_response("200 OK", text)
         return [f"slept {query.get('s', '1')}\n".encode()]
