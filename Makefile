@@ -85,6 +85,7 @@ up: build ## build what is missing, start nginx, wizgy (APP=flask|pyramid|django
 urls:
 	@echo
 	@echo "  app (through nginx)   http://127.0.0.1:$(NGINX_PORT)/"
+	@echo "  live view             http://127.0.0.1:$(NGINX_PORT)/wizgy/"
 	@echo "  server status         http://127.0.0.1:$(NGINX_PORT)/wizgy/status   (RUNTIME=$(RUNTIME))"
 	@echo "  Locust                http://127.0.0.1:$(LOCUST_PORT)/"
 	@echo "  server                $$($(COMPOSE) exec -T server python3 -c "$$DESCRIBE_SERVER" 2>/dev/null || echo '(not running)')"
