@@ -4,7 +4,7 @@
 #   APP=flask|pyramid|django    the app `up` and `app-*` start     (default flask)
 #   SERVERS=N WORKERS=N         for `scale`
 #   USERS, SPAWN_RATE, DURATION for `load`
-#   LOCUST_WORKERS, STRESS_USERS, DURATION for `stress`; MASTER for `worker`
+#   LOCUST_WORKERS, STRESS_USERS, STRESS_WORKERS, DURATION for `stress`; MASTER for `worker`
 #   RUNTIME=cpython|pypy        the server image's interpreter (default cpython):
 #                               `make up RUNTIME=pypy`, `RUNTIME=pypy make test-stack`
 SHELL := /bin/bash
