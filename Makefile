@@ -4,7 +4,7 @@
 #   APP=flask|pyramid|django    the app `up` and `app-*` start     (default flask)
 #   SERVERS=N WORKERS=N         for `scale`
 #   USERS, SPAWN_RATE, DURATION for `load`
-#   LOCUST_WORKERS, STRESS_USERS, DURATION for `stress`; MASTER for `worker`
+#   LOCUST_WORKERS, STRESS_USERS, STRESS_WORKERS, DURATION for `stress`; MASTER for `worker`
 #   RUNTIME=cpython|pypy        the server image's interpreter (default cpython):
 #                               `make up RUNTIME=pypy`, `RUNTIME=pypy make test-stack`
 SHELL := /bin/bash
@@ -74,10 +74,7 @@ doctor: ## can this machine run the stack? Docker, Compose, buildx, ports, disk,
 up: build ## build what is missing, start nginx, wizgy (APP=flask|pyramid|django) and Locust, print the URLs
 	@# A server already running with other settings (APP=django make up) is switched
 	@# without dropping a request, and Locust (which never sees APP) keeps running.
-	@running=$$($(COMPOSE) ps -q server 2>/dev/null | head -n1); \
-	if [ -n "$$running" ] && [ "$$($(COMPOSE) config --hash server | cut -d' ' -f2)" != \
-		"$$(docker inspect -f '{{index .Config.Labels "com.docker.compose.config-hash"}}' $$running)" ]; \
-	then $(SWITCH); fi
+	@$(SWITCH_IF_CHANGED)
 	$(COMPOSE) up -d --wait
 	@$(MAKE) --no-print-directory urls
 
@@ -104,6 +101,12 @@ ps: ## the stack's containers, their health and ports
 # server/docker/switch-server: the new container must be healthy before nginx moves to
 # it, and the old one finishes its requests before it stops. No request fails.
 SWITCH = COMPOSE="$(COMPOSE)" server/docker/switch-server
+# The same, only when the running server was started with other settings than this
+# environment gives docker-compose.yml (nothing running: nothing to do).
+SWITCH_IF_CHANGED = running=$$($(COMPOSE) ps -q server 2>/dev/null | head -n1); \
+	if [ -n "$$running" ] && [ "$$($(COMPOSE) config --hash server | cut -d' ' -f2)" != \
+		"$$(docker inspect -f '{{index .Config.Labels "com.docker.compose.config-hash"}}' $$running)" ]; \
+	then $(SWITCH); fi
 
 app-flask app-pyramid app-django: app-%: ## switch the server to that app (flask, pyramid, django), dropping no request
 	APP=$* $(SWITCH)
@@ -160,9 +163,15 @@ load: ## Locust headless through nginx for DURATION: HTML report + CSV in test-a
 
 LOCUST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 STRESS_USERS ?= 48
+# The server's workers for the run. Locust and nginx share this machine's cores with
+# the server and cost it more CPU per request than wizgy does, so one worker is what
+# a 2-core machine leaves the server (two would each get half of that).
+STRESS_WORKERS ?= 1
 
-stress: ## HammerUser (no wait) through nginx for DURATION with LOCUST_WORKERS Locust processes (one per core), then the server workers' CPU over the run; report in test-artifacts/stress
+stress: ## HammerUser (no wait) through nginx for DURATION with LOCUST_WORKERS Locust processes (one per core), the server switched to STRESS_WORKERS workers (1; make normal puts back 2), then the server workers' CPU over the run; report in test-artifacts/stress
 	@mkdir -p $(ARTIFACTS)/stress && chmod 0777 $(ARTIFACTS)/stress
+	@export $(KEEP_APP) WIZGY_WORKERS=$(STRESS_WORKERS); $(SWITCH_IF_CHANGED)
+	@echo "server: $$($(COMPOSE) exec -T server python3 -c "$$DESCRIBE_SERVER") (back to the stack's defaults: make normal)"
 	$(COMPOSE) run --rm --no-deps -v "$(CURDIR)/$(ARTIFACTS)/stress:/out" locust \
 		--headless --processes $(LOCUST_WORKERS) --users $(STRESS_USERS) --spawn-rate $(STRESS_USERS) \
 		--run-time $(DURATION) --host http://nginx:8080 --csv /out/stress --html /out/stress.html \

@@ -248,8 +248,9 @@ def report_server_cpu(environment, **_kwargs) -> None:
         logging.info("server CPU not measured: no prefork workers, or another replica or server answered")
         return
     mean, busiest, count = used
-    logging.info("server workers' CPU over the run: %.0f%% of a core each (%d workers, "
-                 "busiest %.0f%%), %s", 100 * mean, count, 100 * busiest, after.get("hostname"))
+    logging.info("server workers' CPU over the run: %.0f%% of a core each (%d worker%s, "
+                 "busiest %.0f%%), %s", 100 * mean, count, "s" * (count != 1), 100 * busiest,
+                 after.get("hostname"))
 
 
 def workers_cpu(before: dict, after: dict) -> tuple[float, float, int] | None:

@@ -97,14 +97,24 @@ def test_a_running_swarm_follows_the_server_to_another_app(stack):
 
 
 def test_make_stress_hammers_through_nginx_with_a_worker_per_process(stack):
-    stack.up("server", "nginx")
+    stack.up("server", "nginx", APP="pyramid")
+    before = stack.get_json("/wizgy/status")
+    assert before["workers"] == 2, before  # the stack's default, which the preset changes
     result = make(stack, "stress", "DURATION=10s", "STRESS_USERS=8", "LOCUST_WORKERS=2",
-                  f"ARTIFACTS={ARTIFACTS}", timeout=240)
+                  f"ARTIFACTS={ARTIFACTS}", timeout=400)
     out = result.stdout + result.stderr
     (REPO / ARTIFACTS / "stress" / "make-stress.txt").write_text(out)
     assert result.returncode == 0, out[-3000:]
+    # The preset's server (one worker, the app kept), switched to before the run and
+    # measured by it: the CPU line is about that server's one worker.
+    assert "server: model prefork (1 workers x 4 threads), app pyramidapp:app" in out, out
+    after = stack.get_json("/wizgy/status")
+    assert (after["workers"], after["app"]) == (1, "pyramidapp:app"), after
+    assert after["pid"] != before["pid"]
     assert "Sending spawn jobs of 8 users at 8.00 spawn rate to 2 ready workers" in out, out
-    assert re.search(r"server workers' CPU over the run: \d+% of a core each \(2 workers", out)
+    cpu = re.search(r"server workers' CPU over the run: \d+% of a core each \(1 worker, "
+                    r"busiest \d+%\), (\w+)", out)
+    assert cpu and cpu[1] == after["hostname"], out[-3000:]
     with open(REPO / ARTIFACTS / "stress" / "stress_stats.csv", newline="") as table:
         rows = {r["Name"]: r for r in csv.DictReader(table)}
     assert {"/hello", "/stream", "/echo"} <= rows.keys(), rows.keys()
