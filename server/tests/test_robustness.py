@@ -424,11 +424,13 @@ def test_descriptor_exhaustion_does_not_slow_open_connections(model):
     # Out of descriptors, the selector loop stops watching its listener for a moment
     # instead of sleeping: a client already connected is served at once meanwhile
     # (a 0.1 s sleep per failed accept() made each of its requests wait for it).
+    # One worker: it both runs out and serves the client (with five, 200 sockets spread
+    # to some 40 each, under the limit, and the client might be on another worker).
     def low_limit():
         resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(
             resource.RLIMIT_NOFILE)[1]))
 
-    args = ["-k", model, "--threads", "2", "--keep-alive", "30", "testapp:app"]
+    args = ["-k", model, "-w", "1", "--threads", "2", "--keep-alive", "30", "testapp:app"]
     with run_wizgy(*args, preexec_fn=low_limit) as srv:
         with connect(srv.port) as served:
             served.sendall(GET)
