@@ -97,7 +97,8 @@ def test_layers_import_downward_only():
 
 def test_the_request_path_is_split_into_layers():
     """The packages the README's reading order names are there."""
-    for name in ("http/__init__.py", "http/parser.py", "http/writer.py", "wsgi/__init__.py",
+    for name in ("http/__init__.py", "http/parser.py", "http/framing.py", "http/body.py",
+                 "http/writer.py", "wsgi/__init__.py",
                  "wsgi/response.py", "wsgi/app.py", "context.py", "cycle.py", "connection.py"):
         assert (WIZGY / name).is_file(), name
 

@@ -3,7 +3,10 @@
     abnf.py     the grammar: named regexes under the RFC text they encode
     events.py   Request, Data, EndOfMessage, ConnectionClosed, NEED_DATA
     errors.py   HTTPError (a status and a reason), ClientDisconnected, REASONS
-    parser.py   RequestParser: one connection's receive buffer -> events; Limits
+    parser.py   RequestParser: one connection's receive buffer -> events (the head
+                and trailers; the body to a reader of body.py); Limits
+    framing.py  frame(): where a request's body ends, and heads refused as ambiguous
+    body.py     ContentLengthReader, ChunkedReader: a framed body's bytes -> Data
     writer.py   the Date line and the error responses the server answers itself
 
 Nothing in this package touches a socket, a clock, a thread or the OS: everything
@@ -14,7 +17,8 @@ from .abnf import FRAMING, SINGLE_VALUE
 from .errors import REASONS, ClientDisconnected, HTTPError
 from .events import CONNECTION_CLOSED, END_OF_MESSAGE, NEED_DATA, ConnectionClosed, Data, \
     EndOfMessage, Request
-from .parser import MAX_DATA, Limits, RequestParser
+from .body import MAX_DATA
+from .parser import Limits, RequestParser
 from .writer import SERVER_SOFTWARE, date_line, error_response, http_date
 
 __all__ = [
