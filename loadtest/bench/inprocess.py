@@ -7,12 +7,12 @@
 
 (framework apps need an interpreter that has them: the bench venv, after a `make bench`)
 
-One Connection over a Unix socketpair: each request's bytes are handed to its parser
-(as the evloop model's read_parked() does after recv()) and served with
-handle_request(); the response is sent for real and read off the other end in
-batches. Prints the best of 7 runs in us per request: the server's Python plus one
-send(). Machine noise is large here (a VM): compare runs made minutes apart, not
-hours. The wrk harness (run.py) remains what the speed claims rest on.
+One ParkedConnection (as evloop holds it) over a Unix socketpair: each request's
+bytes are handed to its parser (as the evloop model's read_parked() does after
+recv()) and served with handle_request(); the response is sent for real and read
+off the other end in batches. Prints the best of 7 runs in us per request: the
+server's Python plus one send(). Machine noise is large here (a VM): compare runs
+made minutes apart, not hours. The wrk harness (run.py) remains what the speed claims rest on.
 
 --instructions counts what timing cannot see through that noise: the CPU
 instructions one request costs, the same on every run. It runs this script twice
@@ -41,7 +41,8 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path[:0] = [os.path.join(ROOT, "server"), os.path.join(ROOT, "apps"), HERE]
 
 from wizgy import config  # noqa: E402
-from wizgy.connection import Connection, ServerContext  # noqa: E402
+from wizgy.connection import ServerContext  # noqa: E402
+from wizgy.parked import ParkedConnection  # noqa: E402
 from wizgy.log import Logs  # noqa: E402
 
 
@@ -66,7 +67,7 @@ def main() -> None:
                         multithread=False, multiprocess=True)
     server_end, client_end = socket.socketpair()
     client_end.setblocking(False)
-    conn = Connection(server_end, None, ctx)
+    conn = ParkedConnection(server_end, None, ctx)
     conn.set_nonblocking()
     request = b"GET %s HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n\r\n" % args.path.encode()
 

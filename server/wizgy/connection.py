@@ -11,15 +11,12 @@ Call flow, blocking (iterative, fork, prefork workers; the threaded pool's threa
           RequestCycle(...).run()       # environ -> wsgi.run_app -> output (cycle.py)
 
 A selector loop (models/selectorloop.py) parks connections and feeds them what
-arrives, touching neither the socket nor the parser:
+arrives instead: a ParkedConnection (parked.py) is this with a non-blocking half,
+`feed(data)` and `serve_ready()`, which end in the same handle_request().
 
-    conn.readable() -> feed(data) -> WAIT | BEGUN | READY | CLOSE
-    conn.serve_ready()                  # READY: the request, then the pipelined ones
-
-A body a selector loop waits for is read whole while the connection is parked (up to
-64 KiB in the parser's buffer, more into a Spool), so the app never waits on a slow
-upload; the blocking models read a small Content-Length body whole before the app
-runs too (_await_body), within --timeout.
+A selector loop reads a body whole while the connection is parked, so the app never
+waits on a slow upload; the blocking models read a small Content-Length body whole
+before the app runs too (_await_body), within --timeout.
 
 Timeouts: a new request's first byte may take `keep_alive` seconds; once it starts,
 the whole head must arrive within `timeout` seconds (else 408); each body read (else
@@ -33,8 +30,7 @@ import time
 
 from .compat import TIMEOUT
 from .context import ServerContext
-from .cycle import BackloggedOutput, BlockingOutput, RequestBody, RequestCycle, Spool, \
-    answer_error
+from .cycle import BlockingOutput, RequestBody, RequestCycle, Spool, answer_error
 from .http import NEED_DATA, ClientDisconnected, ConnectionClosed, HTTPError, Request, \
     RequestParser
 from .wsgi import InputStream, ServerInfo, build_environ
@@ -54,8 +50,6 @@ DRAIN_IDLE = 1.0
 LINGER_TIME = 2.0
 LINGER_IDLE = 1.0
 EMPTY_INPUT = InputStream(lambda size: b"")  # wsgi.input of every bodiless request
-# What Connection.feed() tells a selector loop to do next.
-WAIT, BEGUN, READY, CLOSE = "wait", "begun", "ready", "close"
 
 
 class Connection:
@@ -71,7 +65,7 @@ class Connection:
         settings = ctx.settings
         self.timeout = settings.timeout or None
         self.keep_alive_timeout = settings.keep_alive
-        self.output = BlockingOutput(sock, self.timeout)  # a model may pick another
+        self.output = BlockingOutput(sock, self.timeout)  # a selector loop may pick another
         if type(peer) is tuple:  # TCP, IPv4 or IPv6 (sock.family would cost an enum lookup)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             remote_addr, remote_port = peer[0], str(peer[1])
@@ -88,19 +82,13 @@ class Connection:
             errors=ctx.logs.errors_stream, trust_proxy=ctx.trusts(remote_addr),
         )
         self.pending: Request | None = None  # a head a selector loop read (take_head)
-        self.spool: Spool | None = None  # the pending request's body, read while parked
+        self.spool: Spool | None = None  # a body read whole first (a chunked one; parked)
         self.cycle: RequestCycle | None = None  # the request being answered (or paused)
         self.linger = False  # close lingering: the client may still be sending
-        self.lingering = 0.0  # a selector loop's: when its lingering ends (0: not begun)
 
     def fileno(self) -> int:
         """What a selector watches (selectors and epoll take any object with fileno)."""
         return self.sock.fileno()
-
-    def use_backlog(self, limit: int) -> None:
-        """Output for a selector loop serving inline: a slow reader's bytes wait in a
-        backlog (see BackloggedOutput) and its response pauses past `limit` bytes."""
-        self.output = BackloggedOutput(self.sock, self.timeout, limit)
 
     # the loop ------------------------------------------------------------------------
     def serve(self) -> None:
@@ -186,20 +174,6 @@ class Connection:
         if cycle.paused is None:
             self.cycle = None
         return keep
-
-    def resume(self) -> bool:
-        """evloop: the client has taken the backlog; go on with the paused response."""
-        cycle = self.cycle
-        keep = cycle.run()
-        self.linger = cycle.linger
-        if cycle.paused is None:
-            self.cycle = None
-        return keep
-
-    @property
-    def paused(self) -> RequestCycle | None:
-        """The cycle whose response waits for the client to catch up (evloop)."""
-        return self.cycle
 
     def refuse(self, error: HTTPError) -> None:
         """The peer sent something we refuse: a short 4xx/5xx, then we close."""
@@ -311,153 +285,3 @@ class Connection:
                                  "not passed to the app", self.info.remote_addr, received,
                                  size, request.method, request.target)
 
-    # for a selector loop: a request read without blocking --------------------------------
-    def readable(self) -> str:
-        """The loop's select() says the socket is readable: read what is there and
-        feed() it (see there). WAIT after a spurious wakeup; CLOSE if the socket failed."""
-        try:
-            data = self.sock.recv(65536)  # readable, so this does not block
-        except BlockingIOError:
-            return WAIT  # a spurious wakeup: nothing to read after all
-        except OSError:
-            return CLOSE
-        return self.feed(data)
-
-    def feed(self, data: bytes) -> str:
-        """Bytes a selector loop read (b"": the client ended its side). Returns what
-        the loop does next: WAIT (parked as it is), BEGUN (parked, --timeout from now:
-        a head has begun, or a body moved on), READY (a whole request is here: serve
-        it, serve_ready()) or CLOSE (close_connection: the client left, or its head was
-        refused and answered)."""
-        started = self.request_begun
-        if not data and not started:
-            return CLOSE  # the client ended an idle keep-alive connection
-        parser = self.parser
-        parser.receive(data)
-        if self.pending is None:
-            if not parser.head_complete():
-                # The head has begun: --timeout for all of it. (Empty lines before it
-                # are skipped, not a beginning: else each CRLF would extend the wait.)
-                return BEGUN if not started and parser.head_begun else WAIT
-            if not self.take_head():  # refused (and answered), or the peer is gone
-                return CLOSE
-        request = self.pending
-        if request is None:
-            return WAIT  # take_head() found no head after all: wait for one
-        if (request.content_length or request.chunked) and not self.body_ready():
-            if not data:  # the client left mid-body (a spooled body: served, as an error)
-                self.left_mid_body(request, parser.buffered)
-                return CLOSE
-            return BEGUN  # --timeout between two reads, as nginx
-        return READY
-
-    def serve_ready(self) -> bool:
-        """The request feed() said is READY, then the pipelined ones already here, in
-        order; one not all here yet waits parked, rather than keep a thread in a
-        blocking read. (With none taken yet, just the pipelined ones: evloop's
-        connection whose backlog is sent.) False when the connection must close."""
-        keep = self.handle_request() if self.pending is not None else True
-        parser = self.parser
-        while keep and not self.output.backlog and parser.has_buffered_data \
-                and parser.head_complete():  # (a backlog: this client is not reading)
-            if not self.take_head():
-                return False
-            if self.pending is None or not self.body_ready():
-                break  # the rest arrives while the connection waits parked
-            keep = self.handle_request()
-        return keep
-
-    def time_out(self) -> None:
-        """Parked past its deadline (the loop closes it next): a request that had
-        begun gets its 408. (A slow reader or a lingering close: nothing to say.)"""
-        if self.output.backlog or self.lingering:
-            return
-        if self.pending is not None:
-            self.refuse(HTTPError(408, "request body not received in time"))
-        elif self.parser.has_buffered_data:
-            self.refuse(HTTPError(408, "request head not received in time"))
-
-    def take_head(self) -> bool:
-        """The parser holds a whole head (head_complete() said so): parse it into
-        `pending`, for handle_request() to serve. False when the connection must close
-        now (the head was refused and answered, or the peer has gone)."""
-        try:
-            event = self.parser.next_event()
-        except HTTPError as error:
-            self.refuse(error)
-            return False
-        if type(event) is ConnectionClosed:
-            return False
-        if event is not NEED_DATA:
-            self.pending = event
-        return True
-
-    @property
-    def request_begun(self) -> bool:
-        """Part of a next request is here: the first bytes of a head, or a whole head
-        whose body is still on its way."""
-        return self.pending is not None or self.parser.head_begun
-
-    def body_ready(self) -> bool:
-        """For a selector loop: can the pending request be served without waiting on
-        its body? A Content-Length body of up to 64 KiB must all be in the parser's
-        buffer; a bigger or chunked one is taken out of it into the spool, and must
-        have ended. After Expect: 100-continue the server asks for the body itself
-        (_answer_expect). A bad body is ready too: it is answered when served."""
-        request = self.pending
-        length = request.content_length
-        if not (length or request.chunked):
-            return True
-        if request.expect_continue:
-            self._answer_expect(request)
-        if length and length <= BUFFERED_BODY:
-            return self.parser.buffered >= length
-        if self.spool is None:
-            self.spool = Spool()
-        return self.spool.fill(self.parser, self.ctx.progress)
-
-    def has_unread_bytes(self) -> bool:
-        """For a selector loop about to close an idle connection: did a request arrive
-        that the loop has not read yet (it was busy in the app past the deadline)?"""
-        try:
-            return bool(self.sock.recv(1, socket.MSG_PEEK))
-        except OSError:  # BlockingIOError: nothing there
-            return False
-
-    def start_linger(self) -> bool:
-        """A selector loop's lingering close: shut down writing now; the loop then
-        calls discard() as the client's bytes arrive. False if the socket has gone."""
-        self.linger = False
-        try:
-            self.sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            return False
-        self.set_nonblocking()
-        self.lingering = time.monotonic() + LINGER_TIME
-        return True
-
-    def discard(self) -> bool:
-        """Read and drop what a lingering client sent. False once it is time to close."""
-        try:
-            data = self.sock.recv(65536)
-        except BlockingIOError:
-            return True
-        except OSError:
-            return False
-        return bool(data) and time.monotonic() < self.lingering
-
-    def set_nonblocking(self) -> None:
-        """For a selector loop: recv() only what select() said is there, and try each
-        send() once without waiting. A socket with a timeout makes CPython poll() before
-        every recv() and send(): two extra syscalls per request."""
-        self.output.set_timeout(0.0)
-
-    @property
-    def backlog(self) -> bytes | bytearray:
-        """What the client has not taken yet of its responses (BackloggedOutput)."""
-        return self.output.backlog
-
-    def send_backlog(self) -> bool:
-        """Once the socket is writable: send what it takes of the backlog. True when
-        all of it has gone."""
-        return self.output.send_backlog()

@@ -1,5 +1,5 @@
-"""The layers import downward only (STYLE.md): cli/config -> models -> connection ->
-cycle -> context -> wsgi -> http. Read from the source with ast, so a lower layer that
+"""The layers import downward only (STYLE.md): cli/config -> models -> parked ->
+connection -> cycle -> context -> wsgi -> http. Read from the source with ast, so a lower layer that
 imports a higher one fails here, however deep inside a function the import hides."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 WIZGY = Path(__file__).resolve().parents[2] / "wizgy"
 
 # Low to high: a module may import its own layer and the layers below it.
-LAYERS = ["http", "wsgi", "context", "cycle", "connection", "models", "cli"]
+LAYERS = ["http", "wsgi", "context", "cycle", "connection", "parked", "models", "cli"]
 RANK = {name: rank for rank, name in enumerate(LAYERS)}
 RANK.update({"__main__": RANK["cli"], "config": RANK["cli"], "status": RANK["cli"],
              "top": RANK["cli"]})
@@ -99,7 +99,8 @@ def test_the_request_path_is_split_into_layers():
     """The packages the README's reading order names are there."""
     for name in ("http/__init__.py", "http/parser.py", "http/framing.py", "http/body.py",
                  "http/writer.py", "wsgi/__init__.py",
-                 "wsgi/response.py", "wsgi/app.py", "context.py", "cycle.py", "connection.py"):
+                 "wsgi/response.py", "wsgi/app.py", "context.py", "cycle.py", "connection.py",
+                 "parked.py"):
         assert (WIZGY / name).is_file(), name
 
 

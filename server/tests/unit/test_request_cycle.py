@@ -13,6 +13,7 @@ import pytest
 
 from wizgy import config
 from wizgy.connection import Connection
+from wizgy.parked import ParkedConnection
 from wizgy.context import ServerContext
 from wizgy.cycle import DRAIN_LIMIT, RequestBody, RequestCycle
 from wizgy.http import Limits, RequestParser
@@ -277,9 +278,9 @@ def test_an_app_that_raises_gets_500_and_the_iterable_closed_once():
 
 @pytest.fixture
 def parked():
-    """A Connection as a selector loop holds it: non-blocking, fed bytes by hand."""
+    """A ParkedConnection as a selector loop holds it: non-blocking, fed bytes by hand."""
     client, server = socket.socketpair()
-    conn = Connection(server, None, context(echo))
+    conn = ParkedConnection(server, None, context(echo))
     conn.set_nonblocking()
     yield conn, client
     conn.linger = False  # (a test that refused a request: no lingering wait)
@@ -288,7 +289,7 @@ def parked():
 
 
 def test_feed_says_wait_begun_ready_and_serve_ready_answers(parked):
-    from wizgy.connection import BEGUN, READY, WAIT
+    from wizgy.parked import BEGUN, READY, WAIT
     conn, client = parked
     assert conn.feed(b"\r\n") is WAIT  # an empty line before a request is not one
     assert conn.feed(b"POST /p HTTP/1.1\r\nHost: x\r\n") is BEGUN  # --timeout from now
@@ -304,11 +305,11 @@ def test_feed_says_wait_begun_ready_and_serve_ready_answers(parked):
 
 
 def test_feed_says_close_when_the_client_leaves_or_is_refused(parked):
-    from wizgy.connection import CLOSE
+    from wizgy.parked import CLOSE
     conn, client = parked
     assert conn.feed(b"") is CLOSE  # an idle connection ended by the client
     client2, server2 = socket.socketpair()
-    refused = Connection(server2, None, context(echo))
+    refused = ParkedConnection(server2, None, context(echo))
     try:
         assert refused.feed(b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n") is CLOSE
         client2.settimeout(5)

@@ -15,7 +15,7 @@ prefork.py with workers running this loop (`-w N`), best behind nginx, with apps
 do not block for long.
 
 Slow clients: a connection stays parked until its whole head is in, and its whole
-body too (read_parked, Connection.body_ready: up to 64 KiB in the parser's buffer,
+body too (read_parked, ParkedConnection.body_ready: up to 64 KiB in the parser's buffer,
 more into a Spool, past 1 MiB a temporary file), so the app never waits on a slow
 upload. A head must arrive within --timeout of its first byte, and a body may pause
 for at most --timeout between two reads; else the client gets a 408. Only a body
@@ -39,7 +39,7 @@ import select
 import selectors
 import time
 
-from ..connection import Connection
+from ..parked import ParkedConnection
 from .selectorloop import SelectorLoop
 
 WRITE_BEHIND = 1 << 18  # backlog past which a slow reader's response is paused
@@ -91,9 +91,9 @@ class EventLoopModel(SelectorLoop):
         return super().ready(timeout)
 
     def start(self) -> None:
-        self.closing: set[Connection] = set()  # to close once their backlog is sent
+        self.closing: set[ParkedConnection] = set()  # to close once their backlog is sent
 
-    def admit(self, conn: Connection) -> None:
+    def admit(self, conn: ParkedConnection) -> None:
         """Clients send their request right after connecting, so by the time accept()
         returns it is often here already: read it now rather than after one more trip
         through epoll. If nothing is there yet, read_parked() leaves it parked."""
@@ -101,7 +101,7 @@ class EventLoopModel(SelectorLoop):
         self.park(conn)
         self.read_parked(conn)
 
-    def dispatch(self, conn: Connection) -> None:
+    def dispatch(self, conn: ParkedConnection) -> None:
         """Serve inline: this thread is the whole worker."""
         keep = True if conn.paused is None else conn.resume()  # (a response to go on with)
         if keep and conn.paused is None:
@@ -116,18 +116,18 @@ class EventLoopModel(SelectorLoop):
         else:
             self.close_connection(self.unpark(conn))
 
-    def wait_to_write(self, conn: Connection) -> None:
+    def wait_to_write(self, conn: ParkedConnection) -> None:
         conn.set_nonblocking()
         self.selector.modify(conn, selectors.EVENT_WRITE, conn)
         self.parked[conn] = time.monotonic() + self.timeout
 
-    def read_parked(self, conn: Connection) -> None:
+    def read_parked(self, conn: ParkedConnection) -> None:
         if conn.backlog:  # it waits to write, and now it can
             self.write_parked(conn)
         else:
             super().read_parked(conn)
 
-    def write_parked(self, conn: Connection) -> None:
+    def write_parked(self, conn: ParkedConnection) -> None:
         try:
             done = conn.send_backlog()
         except OSError:  # the client is gone
@@ -141,6 +141,6 @@ class EventLoopModel(SelectorLoop):
             self.selector.modify(conn, selectors.EVENT_READ, conn)
             self.dispatch(conn)
 
-    def unpark(self, conn: Connection) -> Connection:
+    def unpark(self, conn: ParkedConnection) -> ParkedConnection:
         self.closing.discard(conn)
         return super().unpark(conn)

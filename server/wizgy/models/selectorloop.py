@@ -16,7 +16,7 @@ Flow
     drain()           graceful stop: accept nothing more, serve what parked clients
                       send next (with Connection: close), then close what is left.
 
-A model never touches a connection's socket or parser: Connection says what it needs.
+A model never touches a connection's socket or parser: ParkedConnection says what it needs.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from __future__ import annotations
 import selectors
 import time
 
-from ..connection import BEGUN, CLOSE, DRAIN_IDLE, LINGER_IDLE, READY, Connection
+from ..connection import DRAIN_IDLE, LINGER_IDLE
+from ..parked import BEGUN, CLOSE, READY, ParkedConnection
 from .base import Model
 
 WAKEUP = "wakeup"
@@ -36,7 +37,7 @@ class SelectorLoop(Model):
     def serve_forever(self) -> None:
         settings = self.ctx.settings
         self.timeout = settings.timeout or 3600.0  # a parked request's deadline
-        self.parked: dict[Connection, float] = {}  # connection -> deadline
+        self.parked: dict[ParkedConnection, float] = {}  # connection -> deadline
         self.selector = self.new_selector()
         for listener in self.listeners:
             self.selector.register(listener, selectors.EVENT_READ, listener)
@@ -66,7 +67,7 @@ class SelectorLoop(Model):
     def start(self) -> None:
         """Before the loop: start what serves connections (a pool)."""
 
-    def dispatch(self, conn: Connection) -> None:
+    def dispatch(self, conn: ParkedConnection) -> None:
         """A parked connection's request is all here (READY): serve it."""
         raise NotImplementedError
 
@@ -89,7 +90,7 @@ class SelectorLoop(Model):
             if ready is WAKEUP:
                 self.drain_wakeup()
                 self.wakeup()
-            elif type(ready) is Connection:
+            elif type(ready) is ParkedConnection:
                 self.read_parked(ready)
             else:
                 self.accept_all(ready)
@@ -120,19 +121,19 @@ class SelectorLoop(Model):
             if accepted is None:
                 return
             self.ctx.stats.connections_total += 1
-            self.admit(Connection(*accepted, self.ctx, self.local.get(listener)))
+            self.admit(ParkedConnection(*accepted, self.ctx, self.local.get(listener)))
 
-    def admit(self, conn: Connection) -> None:
+    def admit(self, conn: ParkedConnection) -> None:
         """A new connection: it waits in the selector for its first request."""
         self.park(conn)
 
     # parking ----------------------------------------------------------------------------
-    def park(self, conn: Connection) -> None:
+    def park(self, conn: ParkedConnection) -> None:
         self.parked[conn] = time.monotonic() + self.wait_for(conn)
         conn.set_nonblocking()  # read_parked() recv()s only when select() says so
         self.selector.register(conn, selectors.EVENT_READ, conn)
 
-    def wait_for(self, conn: Connection) -> float:
+    def wait_for(self, conn: ParkedConnection) -> float:
         """How long a connection may now wait parked: --keep-alive between requests,
         --timeout for a first request or one that has begun (a head or a body). Once a
         graceful stop has begun, an idle one gets DRAIN_IDLE for its next request (one
@@ -145,14 +146,14 @@ class SelectorLoop(Model):
                 return keep_alive
         return self.timeout
 
-    def unpark(self, conn: Connection) -> Connection:
+    def unpark(self, conn: ParkedConnection) -> ParkedConnection:
         del self.parked[conn]
         self.selector.unregister(conn)
         return conn
 
-    def close_connection(self, conn: Connection) -> None:
+    def close_connection(self, conn: ParkedConnection) -> None:
         """Close an unparked connection; one whose client may still be sending lingers
-        first, parked (Connection.start_linger): the loop discards what it sends until
+        first, parked (ParkedConnection.start_linger): the loop discards what it sends until
         it closes, or LINGER_IDLE passes with nothing, or LINGER_TIME in all."""
         if conn.linger and conn.start_linger():
             self.parked[conn] = time.monotonic() + LINGER_IDLE
@@ -160,7 +161,7 @@ class SelectorLoop(Model):
         else:
             conn.close()
 
-    def read_parked(self, conn: Connection) -> None:
+    def read_parked(self, conn: ParkedConnection) -> None:
         if conn.lingering:
             if conn.discard():
                 self.parked[conn] = min(conn.lingering, time.monotonic() + LINGER_IDLE)

@@ -25,7 +25,7 @@ import queue
 import threading
 import time
 
-from ..connection import Connection
+from ..parked import ParkedConnection
 from .selectorloop import SelectorLoop
 
 
@@ -44,7 +44,7 @@ class ThreadedModel(SelectorLoop):
             thread.start()
 
     # main thread --------------------------------------------------------------------
-    def dispatch(self, conn: Connection) -> None:
+    def dispatch(self, conn: ParkedConnection) -> None:
         """A whole request is in: a pool thread takes the connection from here."""
         with self.held_lock:
             self.held += 1
