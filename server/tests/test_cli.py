@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from conftest import APPS, REPO, SERVER, SERVER_PYTHON, TEST_APPS, run_wizgy
+from conftest import APPS, REPO, SERVER, SERVER_PYTHON, TEST_APPS, run_wizgy, server_implementation
 
 from wizgy import config
 
@@ -333,3 +333,27 @@ def test_server_runs_from_a_config_file_alone(tmp_path):
                 data += chunk
         assert data.startswith(b"HTTP/1.1 200 ") and b"\r\n\r\ne\r\nHello, World!\n\r\n" in data
         assert "Using model: gthread" in srv.output()
+
+
+def test_pypy_jit_parameters_are_checked_on_every_runtime():
+    assert config.parse(["x:y"]).pypy_jit == ""  # PyPy's own defaults
+    assert config.parse(["--pypy-jit", "trace_limit=16384,threshold=500", "x:y"]).pypy_jit \
+        == "trace_limit=16384,threshold=500"
+    assert config.parse(["x:y"], {"WIZGY_PYPY_JIT": "threshold=500"}).pypy_jit == "threshold=500"
+    for bad in ("nosuch=1", "trace_limit", "trace_limit=many"):
+        result = wizgy("--pypy-jit", bad, "testapp:app")
+        assert result.returncode == 2, result
+        assert result.stderr.startswith("wizgy: error: --pypy-jit: "), result.stderr
+
+
+def test_pypy_jit_parameters_reach_pypy_and_cpython_ignores_them():
+    # A trace_limit above what PyPy allows: pypyjit.set_param() refuses it, which shows
+    # the setting is applied there; CPython has no JIT and serves as usual.
+    if server_implementation() == "PyPy":
+        result = wizgy("--pypy-jit", "trace_limit=99999", "-b", "127.0.0.1:0", "testapp:app")
+        assert result.returncode == 2, result
+        assert "wizgy: error: --pypy-jit trace_limit=99999: " in result.stderr
+    else:
+        with run_wizgy("-k", "iterative", "--pypy-jit", "trace_limit=99999",
+                       "testapp:app") as srv:
+            srv.wait_for_output(r"Listening at")

@@ -30,6 +30,20 @@ def shape(settings) -> str:
     return f", {' x '.join(parts)}" if parts else ""
 
 
+def tune_jit(params: str) -> None:
+    """On PyPy, set --pypy-jit's parameters before the app is imported and any worker
+    forked (workers inherit them). Nothing on CPython."""
+    try:
+        import pypyjit
+    except ImportError:
+        return
+    if params:
+        try:
+            pypyjit.set_param(params)
+        except Exception as error:  # noqa: BLE001 (e.g. a trace_limit above what PyPy allows)
+            raise ConfigError(f"--pypy-jit {params}: {error}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["top"]:  # `wizgy top [--url URL]`: the status endpoint, live
@@ -40,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         if settings.print_config:
             print(config.describe(settings))
             return 0
+        tune_jit(settings.pypy_jit)
         try:
             logs = Logs(settings.error_logfile, settings.access_logfile, settings.log_level,
                         settings.access_logformat)

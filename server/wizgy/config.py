@@ -59,6 +59,28 @@ def boolean(value: str) -> bool:
     raise ValueError(f"expected true or false, not {value!r}")
 
 
+# PyPy's JIT parameters (`pypy --jit help`). wizgy leaves them at PyPy's defaults: a
+# longer trace (trace_limit=16384) halves the pieces a request is compiled into, but
+# measured whole it did not pay yet (server/docs/pypy-jit.md).
+JIT_PARAMS = frozenset((
+    "decay", "disable_unrolling", "enable_opts", "function_threshold", "inlining",
+    "loop_longevity", "max_retrace_guards", "max_unroll_loops", "max_unroll_recursion",
+    "pureop_historylength", "retrace_limit", "threshold", "trace_eagerness", "trace_limit",
+    "vec", "vec_all", "vec_cost"))
+
+
+def jit_params(value: str) -> str:
+    """`PARAM=N,...` of PyPy's JIT, checked on every runtime (applied on PyPy only)."""
+    for item in filter(None, value.split(",")):
+        name, equals, number = item.partition("=")
+        if name not in JIT_PARAMS or not equals:
+            raise ValueError(f"expected PARAM=VALUE with PARAM one of PyPy's JIT "
+                             f"parameters ({', '.join(sorted(JIT_PARAMS))}), not {item!r}")
+        if name != "enable_opts" and not number.isdigit():
+            raise ValueError(f"{name} takes a whole number, not {number!r}")
+    return value
+
+
 def option(*flags: str, help: str, type=str, choices=None, repeat=False, env: tuple = (),
            metavar: str | None = None, flag_only=False):
     """Field metadata for one setting. `env` lists extra variables besides WIZGY_<NAME>."""
@@ -169,6 +191,12 @@ class Settings:
     status_bind: str | None = field(default=None, metadata=option(
         "--status-bind", metavar="HOST:PORT",
         help="Serve /status (JSON) and /metrics on this separate address. Off by default."))
+    pypy_jit: str = field(default="", metadata=option(
+        "--pypy-jit", type=jit_params, metavar="PARAM=N,...",
+        help="On PyPy, parameters for its JIT, as `pypy --jit PARAM=N,...` would set "
+             "them, applied before the app is imported and the workers forked (e.g. "
+             "trace_limit=16384; see server/docs/pypy-jit.md). Ignored on CPython. "
+             "Default: PyPy's own."))
     config: str | None = field(default=None, metadata=option(
         "-c", "--config", metavar="FILE",
         help="A Python file of settings, as gunicorn.conf.py: `workers = 4`, "
