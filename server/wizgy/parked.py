@@ -23,6 +23,12 @@ from .http import NEED_DATA, ConnectionClosed, HTTPError
 
 # What ParkedConnection.feed() tells a selector loop to do next.
 WAIT, BEGUN, READY, CLOSE = "wait", "begun", "ready", "close"
+# The most one read of a parked connection takes. A selector loop reads every parked
+# connection into one buffer of this size (SelectorLoop.read_buffer), and the parser
+# copies out what came, as it would copy recv()'s bytes: recv(65536) allocates a new
+# 64 KiB buffer for every read, which on PyPy is most of a request's garbage, hence of
+# its collections and their pauses (docs/pypy-jit.md, finding 4).
+READ_SIZE = 1 << 16
 
 
 class ParkedConnection(Connection):
@@ -36,19 +42,21 @@ class ParkedConnection(Connection):
         self.output = BackloggedOutput(self.sock, self.timeout, limit)
 
     # reading without blocking ----------------------------------------------------------
-    def readable(self) -> str:
-        """The loop's select() says the socket is readable: read what is there and
-        feed() it (see there). WAIT after a spurious wakeup; CLOSE if the socket failed."""
+    def readable(self, buffer: memoryview) -> str:
+        """The loop's select() says the socket is readable: read what is there into
+        `buffer` (the loop's own, reused by its next read) and feed() it (see there).
+        WAIT after a spurious wakeup; CLOSE if the socket failed."""
         try:
-            data = self.sock.recv(65536)  # readable, so this does not block
+            received = self.sock.recv_into(buffer)  # readable, so this does not block
         except BlockingIOError:
             return WAIT  # a spurious wakeup: nothing to read after all
         except OSError:
             return CLOSE
-        return self.feed(data)
+        return self.feed(buffer[:received])
 
-    def feed(self, data: bytes) -> str:
-        """Bytes a selector loop read (b"": the client ended its side). Returns what
+    def feed(self, data: bytes | memoryview) -> str:
+        """Bytes a selector loop read (b"": the client ended its side; the parser
+        copies them, so a view of a reused buffer will do). Returns what
         the loop does next: WAIT (parked as it is), BEGUN (parked, --timeout from now:
         a head has begun, or a body moved on), READY (a whole request is here: serve
         it, serve_ready()) or CLOSE (close_connection: the client left, or its head was
@@ -160,15 +168,16 @@ class ParkedConnection(Connection):
         self.lingering = time.monotonic() + LINGER_TIME
         return True
 
-    def discard(self) -> bool:
-        """Read and drop what a lingering client sent. False once it is time to close."""
+    def discard(self, buffer: memoryview) -> bool:
+        """Read what a lingering client sent into `buffer` (the loop's) and drop it.
+        False once it is time to close."""
         try:
-            data = self.sock.recv(65536)
+            received = self.sock.recv_into(buffer)
         except BlockingIOError:
             return True
         except OSError:
             return False
-        return bool(data) and time.monotonic() < self.lingering
+        return received > 0 and time.monotonic() < self.lingering
 
     def set_nonblocking(self) -> None:
         """For a selector loop: recv() only what select() said is there, and try each

@@ -83,7 +83,7 @@ class RequestParser:
         self._valid_host = None  # the last Host value that passed HOST: clients repeat it
 
     # feeding -------------------------------------------------------------------
-    def receive(self, data: bytes) -> None:
+    def receive(self, data: bytes | memoryview) -> None:
         if data:
             self._buf += data
         else:

@@ -25,7 +25,7 @@ import selectors
 import time
 
 from ..connection import DRAIN_IDLE, LINGER_IDLE
-from ..parked import BEGUN, CLOSE, READY, ParkedConnection
+from ..parked import BEGUN, CLOSE, READY, READ_SIZE, ParkedConnection
 from .base import Model
 
 WAKEUP = "wakeup"
@@ -38,6 +38,9 @@ class SelectorLoop(Model):
         settings = self.ctx.settings
         self.timeout = settings.timeout or 3600.0  # a parked request's deadline
         self.parked: dict[ParkedConnection, float] = {}  # connection -> deadline
+        # Every parked connection's reads land here, one after another: only this
+        # thread reads them (a pool gets a connection once its request is all in).
+        self.read_buffer = memoryview(bytearray(READ_SIZE))
         self.selector = self.new_selector()
         for listener in self.listeners:
             self.selector.register(listener, selectors.EVENT_READ, listener)
@@ -163,12 +166,12 @@ class SelectorLoop(Model):
 
     def read_parked(self, conn: ParkedConnection) -> None:
         if conn.lingering:
-            if conn.discard():
+            if conn.discard(self.read_buffer):
                 self.parked[conn] = min(conn.lingering, time.monotonic() + LINGER_IDLE)
             else:
                 self.unpark(conn).close()
             return
-        what = conn.readable()
+        what = conn.readable(self.read_buffer)
         if what is READY:
             self.dispatch(conn)
         elif what is BEGUN:
