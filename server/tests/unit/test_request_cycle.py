@@ -304,6 +304,35 @@ def test_feed_says_wait_begun_ready_and_serve_ready_answers(parked):
     assert b"POST /p abcd" in data and conn.requests == 2
 
 
+def test_connections_reading_into_one_buffer_keep_their_own_bytes(parked):
+    """A selector loop reads every parked connection into one buffer it reuses
+    (readable(buffer)): what a connection keeps of a read must outlive the next
+    connection's read over it."""
+    from wizgy.parked import BEGUN, READ_SIZE, READY
+    conn, client = parked
+    client2, server2 = socket.socketpair()
+    other = ParkedConnection(server2, None, context(echo))
+    other.set_nonblocking()
+    buffer = memoryview(bytearray(READ_SIZE))
+    try:
+        client.sendall(b"POST /first HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\nabc")
+        assert conn.readable(buffer) is BEGUN
+        client2.sendall(b"POST /second HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\nXYZXYZ")
+        assert other.readable(buffer) is READY  # (over the first connection's bytes)
+        client.sendall(b"def")
+        assert conn.readable(buffer) is READY
+        assert conn.serve_ready() is True and other.serve_ready() is True
+        for sock, body in ((client, b"POST /first abcdef"), (client2, b"POST /second XYZXYZ")):
+            sock.settimeout(5)
+            data = b""
+            while not data.endswith(body) and len(data) < 1000:
+                data += sock.recv(65536)
+            assert data.startswith(b"HTTP/1.1 200 ") and data.endswith(body)
+    finally:
+        other.close()
+        client2.close()
+
+
 def test_feed_says_close_when_the_client_leaves_or_is_refused(parked):
     from wizgy.parked import CLOSE
     conn, client = parked
