@@ -4,7 +4,7 @@ is here (models/selectorloop.py; threaded adds a pool, evloop serves inline).
 The blocking half, Connection (connection.py), reads with recv() until a request is
 whole; this half never waits. The loop's select() says the socket is readable, and:
 
-    conn.readable() -> feed(data) -> WAIT | BEGUN | READY | CLOSE
+    conn.readable(buffer) -> feed(data) -> WAIT | BEGUN | READY | CLOSE
     conn.serve_ready()                  # READY: the request, then the pipelined ones
 
 A body is read whole while the connection is parked (up to 64 KiB in the parser's

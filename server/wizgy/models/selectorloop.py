@@ -8,7 +8,7 @@ Flow
     serve_forever()   select() over the listeners, the wakeup pipe and every parked
                       connection, then once a second expire_parked():
                         listener readable    -> accept_all(): admit() each connection
-                        connection readable  -> read_parked(): conn.readable() says
+                        connection readable  -> read_parked(): conn.readable(buffer) says
                                                 WAIT, BEGUN (deadline moved), READY
                                                 (dispatch) or CLOSE
                         wakeup pipe          -> signals (base.py), then wakeup()
