@@ -85,10 +85,9 @@ class Connection:
         self.spool: Spool | None = None  # a body read whole first (a chunked one; parked)
         self.cycle: RequestCycle | None = None  # the request being answered (or paused)
         self.linger = False  # close lingering: the client may still be sending
-
-    def fileno(self) -> int:
-        """What a selector watches (selectors and epoll take any object with fileno)."""
-        return self.sock.fileno()
+        # What a selector watches (selectors and epoll take any object with fileno()):
+        # the socket's own method, so registering costs no Python call.
+        self.fileno = sock.fileno
 
     # the loop ------------------------------------------------------------------------
     def serve(self) -> None:

@@ -18,7 +18,7 @@ import socket
 import time
 
 from .connection import BUFFERED_BODY, LINGER_TIME, Connection
-from .cycle import BackloggedOutput, RequestCycle, Spool
+from .cycle import BackloggedOutput, Spool
 from .http import NEED_DATA, ConnectionClosed, HTTPError
 
 # What ParkedConnection.feed() tells a selector loop to do next.
@@ -61,7 +61,7 @@ class ParkedConnection(Connection):
         a head has begun, or a body moved on), READY (a whole request is here: serve
         it, serve_ready()) or CLOSE (close_connection: the client left, or its head was
         refused and answered)."""
-        started = self.request_begun
+        started = self.pending is not None or self.parser.head_begun  # request_begun
         if not data and not started:
             return CLOSE  # the client ended an idle keep-alive connection
         parser = self.parser
@@ -185,11 +185,6 @@ class ParkedConnection(Connection):
         every recv() and send(): two extra syscalls per request."""
         self.output.set_timeout(0.0)
 
-    @property
-    def backlog(self) -> bytes | bytearray:
-        """What the client has not taken yet of its responses (BackloggedOutput)."""
-        return self.output.backlog
-
     def send_backlog(self) -> bool:
         """Once the socket is writable: send what it takes of the backlog. True when
         all of it has gone."""
@@ -204,8 +199,3 @@ class ParkedConnection(Connection):
         if cycle.paused is None:
             self.cycle = None
         return keep
-
-    @property
-    def paused(self) -> RequestCycle | None:
-        """The cycle whose response waits for the client to catch up (evloop)."""
-        return self.cycle

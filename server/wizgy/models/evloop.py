@@ -103,10 +103,11 @@ class EventLoopModel(SelectorLoop):
 
     def dispatch(self, conn: ParkedConnection) -> None:
         """Serve inline: this thread is the whole worker."""
-        keep = True if conn.paused is None else conn.resume()  # (a response to go on with)
-        if keep and conn.paused is None:
+        # conn.cycle, between two requests: a response paused for a slow reader
+        keep = True if conn.cycle is None else conn.resume()
+        if keep and conn.cycle is None:
             keep = conn.serve_ready()
-        if conn.backlog:  # the client is slow to take its responses: wait till it does
+        if conn.output.backlog:  # the client is slow to take its responses: wait
             if not keep:
                 self.closing.add(conn)
             self.wait_to_write(conn)
@@ -122,7 +123,7 @@ class EventLoopModel(SelectorLoop):
         self.parked[conn] = time.monotonic() + self.timeout
 
     def read_parked(self, conn: ParkedConnection) -> None:
-        if conn.backlog:  # it waits to write, and now it can
+        if conn.output.backlog:  # it waits to write, and now it can
             self.write_parked(conn)
         else:
             super().read_parked(conn)
@@ -135,7 +136,7 @@ class EventLoopModel(SelectorLoop):
             return
         if not done:  # it took some: --timeout again for the next of it
             self.parked[conn] = time.monotonic() + self.timeout
-        elif conn.paused is None and conn in self.closing:
+        elif conn.cycle is None and conn in self.closing:
             self.close_connection(self.unpark(conn))
         else:  # the rest of a paused response, then the requests it pipelined meanwhile
             self.selector.modify(conn, selectors.EVENT_READ, conn)

@@ -182,7 +182,7 @@ class SelectorLoop(Model):
     def expire_parked(self, now: float) -> None:
         for conn, deadline in list(self.parked.items()):
             if deadline <= now:
-                if not (conn.request_begun or conn.backlog or conn.lingering) \
+                if not (conn.request_begun or conn.output.backlog or conn.lingering) \
                         and conn.has_unread_bytes():  # (in the kernel: the loop was busy)
                     self.parked[conn] = now + self.timeout
                     continue  # not idle after all: read_parked() takes it next
@@ -203,7 +203,7 @@ class SelectorLoop(Model):
         self.close_listeners()
         now = time.monotonic()
         for conn, deadline in self.parked.items():
-            if not conn.backlog:  # (a slow reader keeps its --timeout)
+            if not conn.output.backlog:  # (a slow reader keeps its --timeout)
                 self.parked[conn] = min(deadline, now + self.wait_for(conn))
         deadline = now + self.ctx.settings.graceful_timeout
         while (self.parked or self.held) and time.monotonic() < deadline:
