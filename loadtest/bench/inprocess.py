@@ -8,11 +8,12 @@
 (framework apps need an interpreter that has them: the bench venv, after a `make bench`)
 
 One ParkedConnection (as evloop holds it) over a Unix socketpair: each request's
-bytes are handed to its parser (as the evloop model's read_parked() does after
-recv()) and served with handle_request(); the response is sent for real and read
-off the other end in batches. Prints the best of 7 runs in us per request: the
-server's Python plus one send(). Machine noise is large here (a VM): compare runs
-made minutes apart, not hours. The wrk harness (run.py) remains what the speed claims rest on.
+bytes are handed to its parser (as the evloop model's read_parked() does after its
+read) and served with handle_request(); the response is sent for real and read off
+the other end in batches. Prints the best of 7 runs in us per request: the server's
+Python plus one send(). Machine noise is large here (a VM): compare runs made
+minutes apart, not hours. The wrk harness (run.py) remains what the speed claims
+rest on. The loop's own part (epoll, the read, parking) is not in this count.
 
 --instructions counts what timing cannot see through that noise: the CPU
 instructions one request costs, the same on every run. It runs this script twice

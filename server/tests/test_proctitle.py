@@ -23,7 +23,10 @@ from conftest import (
     wait_for,
 )
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc titles")
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"),
+    reason="process titles are read from /proc/PID/comm and cmdline, which only Linux has",
+)
 
 
 def answered(port: int) -> bool:

@@ -30,7 +30,7 @@ import time
 
 from .compat import TIMEOUT
 from .context import ServerContext
-from .cycle import BlockingOutput, RequestBody, RequestCycle, Spool, answer_error
+from .cycle import CONTINUE, BlockingOutput, RequestBody, RequestCycle, Spool, answer_error
 from .http import NEED_DATA, ClientDisconnected, ConnectionClosed, HTTPError, Request, \
     RequestParser
 from .wsgi import InputStream, ServerInfo, build_environ
@@ -273,7 +273,7 @@ class Connection:
         to ask, a client trickling the body would hold the app, and so an evloop worker
         and everyone on it, and one leaving mid-body would reach the app as an error.
         Answered, the expectation is gone: the rest treats it as any body."""
-        self.output.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.output.send(CONTINUE)
         request.expect_continue = False
 
     def left_mid_body(self, request: Request, received: int) -> None:

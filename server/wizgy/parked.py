@@ -61,7 +61,8 @@ class ParkedConnection(Connection):
         a head has begun, or a body moved on), READY (a whole request is here: serve
         it, serve_ready()) or CLOSE (close_connection: the client left, or its head was
         refused and answered)."""
-        started = self.pending is not None or self.parser.head_begun  # request_begun
+        # request_begun, written out: this runs on every read (a property call costs)
+        started = self.pending is not None or self.parser.head_begun
         if not data and not started:
             return CLOSE  # the client ended an idle keep-alive connection
         parser = self.parser
