@@ -55,9 +55,11 @@ EMPTY_INPUT = InputStream(lambda size: b"")  # wsgi.input of every bodiless requ
 class Connection:
     """A client's socket and request stream; each request is a RequestCycle."""
 
-    def __init__(self, sock: socket.socket, peer, ctx: ServerContext, local=None) -> None:
+    def __init__(self, sock: socket.socket, peer, ctx: ServerContext, local=None,
+                 output=BlockingOutput) -> None:
         """`local` is the address the client connected to, when the caller knows it
-        (a listener bound to one address); otherwise getsockname() tells."""
+        (a listener bound to one address); otherwise getsockname() tells. `output` is
+        how responses go out: the model picks (evloop's: BackloggedOutput)."""
         self.sock = sock
         self.ctx = ctx
         self.parser = RequestParser(ctx.limits)
@@ -65,7 +67,7 @@ class Connection:
         settings = ctx.settings
         self.timeout = settings.timeout or None
         self.keep_alive_timeout = settings.keep_alive
-        self.output = BlockingOutput(sock, self.timeout)  # a selector loop may pick another
+        self.output = output(sock, self.timeout)
         if type(peer) is tuple:  # TCP, IPv4 or IPv6 (sock.family would cost an enum lookup)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             remote_addr, remote_port = peer[0], str(peer[1])

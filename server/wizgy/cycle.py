@@ -48,6 +48,10 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"  # RFC 9110 10.1.1
 # --- output strategies ----------------------------------------------------------------
 
 
+# BackloggedOutput: the backlog past which a slow reader's response is paused.
+WRITE_BEHIND = 1 << 18
+
+
 class BlockingOutput:
     """Bytes to the client, waiting for it: each send() blocks at most --timeout. A
     socket a selector loop set non-blocking gets one send() tried first: most
@@ -94,9 +98,7 @@ class BackloggedOutput(BlockingOutput):
     with every other client of the loop waiting too. Past `limit` bytes, `behind()`
     tells run_app to pause the app's iterable until the client catches up."""
 
-    def __init__(self, sock: socket.socket, timeout: float | None, limit: int) -> None:
-        super().__init__(sock, timeout)
-        self.limit = limit
+    limit = WRITE_BEHIND
 
     def behind(self) -> bool:
         return len(self.backlog) > self.limit

@@ -18,7 +18,7 @@ import socket
 import time
 
 from .connection import BUFFERED_BODY, LINGER_TIME, Connection
-from .cycle import BackloggedOutput, Spool
+from .cycle import Spool
 from .http import NEED_DATA, ConnectionClosed, HTTPError
 
 # What ParkedConnection.feed() tells a selector loop to do next.
@@ -35,11 +35,6 @@ class ParkedConnection(Connection):
     """A Connection a selector loop holds between reads: non-blocking, fed bytes."""
 
     lingering = 0.0  # when its lingering close ends (0: not begun; see start_linger)
-
-    def use_backlog(self, limit: int) -> None:
-        """Output for a selector loop serving inline: a slow reader's bytes wait in a
-        backlog (see BackloggedOutput) and its response pauses past `limit` bytes."""
-        self.output = BackloggedOutput(self.sock, self.timeout, limit)
 
     # reading without blocking ----------------------------------------------------------
     def readable(self, buffer: memoryview) -> str:

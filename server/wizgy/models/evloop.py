@@ -39,10 +39,9 @@ import select
 import selectors
 import time
 
+from ..cycle import BackloggedOutput
 from ..parked import ParkedConnection
 from .selectorloop import SelectorLoop
-
-WRITE_BEHIND = 1 << 18  # backlog past which a slow reader's response is paused
 
 
 class Epoll:
@@ -81,6 +80,7 @@ class Epoll:
 class EventLoopModel(SelectorLoop):
     name = "evloop"
     multithread = False
+    output = BackloggedOutput  # a slow reader's bytes wait; past WRITE_BEHIND, its app too
 
     def new_selector(self):
         return Epoll() if hasattr(select, "epoll") else super().new_selector()
@@ -97,7 +97,6 @@ class EventLoopModel(SelectorLoop):
         """Clients send their request right after connecting, so by the time accept()
         returns it is often here already: read it now rather than after one more trip
         through epoll. If nothing is there yet, read_parked() leaves it parked."""
-        conn.use_backlog(WRITE_BEHIND)
         self.park(conn)
         self.read_parked(conn)
 

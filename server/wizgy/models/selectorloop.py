@@ -25,6 +25,7 @@ import selectors
 import time
 
 from ..connection import DRAIN_IDLE, LINGER_IDLE
+from ..cycle import BlockingOutput
 from ..parked import BEGUN, CLOSE, READY, READ_SIZE, ParkedConnection
 from .base import Model
 
@@ -33,6 +34,9 @@ WAKEUP = "wakeup"
 
 class SelectorLoop(Model):
     held = 0  # connections handed elsewhere (a pool) and not yet back or closed
+    # How a connection's responses go out: a pool thread may wait on a slow reader
+    # (evloop, serving inline, may not: BackloggedOutput).
+    output = BlockingOutput
 
     def serve_forever(self) -> None:
         settings = self.ctx.settings
@@ -124,7 +128,8 @@ class SelectorLoop(Model):
             if accepted is None:
                 return
             self.ctx.stats.connections_total += 1
-            self.admit(ParkedConnection(*accepted, self.ctx, self.local.get(listener)))
+            self.admit(ParkedConnection(*accepted, self.ctx, self.local.get(listener),
+                                        self.output))
 
     def admit(self, conn: ParkedConnection) -> None:
         """A new connection: it waits in the selector for its first request."""
@@ -141,13 +146,14 @@ class SelectorLoop(Model):
         --timeout for a first request or one that has begun (a head or a body). Once a
         graceful stop has begun, an idle one gets DRAIN_IDLE for its next request (one
         accepted a moment ago: --keep-alive, at least DRAIN_IDLE, for its first)."""
+        if self.stop is None:  # (a new connection: no request_begun to ask)
+            if conn.requests and not conn.request_begun:
+                return self.ctx.settings.keep_alive
+            return self.timeout
+        if conn.request_begun:
+            return self.timeout
         keep_alive = self.ctx.settings.keep_alive
-        if not conn.request_begun:
-            if self.stop is not None:
-                return DRAIN_IDLE if conn.requests else max(DRAIN_IDLE, keep_alive)
-            if conn.requests:
-                return keep_alive
-        return self.timeout
+        return DRAIN_IDLE if conn.requests else max(DRAIN_IDLE, keep_alive)
 
     def unpark(self, conn: ParkedConnection) -> ParkedConnection:
         del self.parked[conn]
