@@ -39,3 +39,22 @@ def test_instructions_mode_counts_under_valgrind():
     assert found, out
     # a served request is tens of thousands of instructions; nothing served would be ~0
     assert int(found.group(1).replace(",", "")) > 5000, out
+
+
+WORKER = INPROCESS.with_name("worker_instructions.py")
+
+
+@pytest.mark.slow
+def test_worker_instructions_counts_the_whole_worker_in_both_loads():
+    # the real server under valgrind, its worker's count: a new connection per request
+    # must cost more than a keep-alive one (accept, a parser, a close), both far from 0
+    require_tool("valgrind")
+    done = subprocess.run([sys.executable, str(WORKER), "--requests", "100"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    counts = dict(re.findall(r"^(keep|close): ([\d,]+) instructions per request "
+                             r"\(whole worker, valgrind, 100 requests\)$",
+                             done.stdout, re.MULTILINE))
+    assert counts.keys() == {"keep", "close"}, done.stdout
+    keep, close = (int(counts[mode].replace(",", "")) for mode in ("keep", "close"))
+    assert 5000 < keep < close, done.stdout

@@ -87,6 +87,10 @@ class Connection:
         self.spool: Spool | None = None  # a body read whole first (a chunked one; parked)
         self.cycle: RequestCycle | None = None  # the request being answered (or paused)
         self.linger = False  # close lingering: the client may still be sending
+        # A selector loop's: when its lingering close ends (0: not begun; set by
+        # ParkedConnection.start_linger). Here, not a class default: the loop reads it
+        # on every event, and CPython 3.11 reads a class default the slow, generic way.
+        self.lingering = 0.0
         # What a selector watches (selectors and epoll take any object with fileno()):
         # the socket's own method, so registering costs no Python call.
         self.fileno = sock.fileno

@@ -58,11 +58,13 @@ class BlockingOutput:
     responses go out whole in it. Owns the socket's timeout mode (reads set it too)."""
 
     behind = None  # run_app never pauses: the client is waited for
-    backlog: bytes | bytearray = b""
 
     def __init__(self, sock: socket.socket, timeout: float | None) -> None:
         self.sock = sock
         self.timeout = timeout
+        # (an instance attribute, not a class default: the loop reads it on every
+        # event, and CPython 3.11 reads a class default the slow, generic way)
+        self.backlog: bytes | bytearray = b""
         self.sock_timeout: float | None = -1.0  # what the socket is set to now
 
     def set_timeout(self, timeout: float | None) -> None:
@@ -321,9 +323,9 @@ class RequestCycle:
 
     # Until a cycle sets its own, these class defaults stand (no __slots__: on CPython
     # 3.11 an instance with a plain __dict__ is quicker to make, and one is made for
-    # every request).
+    # every request; `paused`, read by every run(), is set in __init__ instead: 3.11
+    # reads a class default the slow, generic way).
     started = 0.0  # time.perf_counter() at the start, when there is an access log
-    paused = None  # wsgi.Paused: the client is behind; go on when it catches up
     linger = False  # close lingering: the client may still be sending
 
     def __init__(self, ctx: ServerContext, output: BlockingOutput, parser: RequestParser,
@@ -337,6 +339,7 @@ class RequestCycle:
         self.body = body  # None: no body, or one read whole (`spool`)
         self.spool = spool
         self.peer = peer  # the client's address, for log lines
+        self.paused = None  # wsgi.Paused: the client is behind; go on when it catches up
         # The client's wish and --keep-alive, as the request starts; the rest of the
         # decision is taken as the head goes out (keep_alive_at_head).
         keep_alive = request.keep_alive and ctx.keep_alive and not ctx.stopping

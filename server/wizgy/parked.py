@@ -34,8 +34,6 @@ READ_SIZE = 1 << 16
 class ParkedConnection(Connection):
     """A Connection a selector loop holds between reads: non-blocking, fed bytes."""
 
-    lingering = 0.0  # when its lingering close ends (0: not begun; see start_linger)
-
     # reading without blocking ----------------------------------------------------------
     def readable(self, buffer: memoryview) -> str:
         """The loop's select() says the socket is readable: read what is there into
