@@ -146,3 +146,24 @@ def test_environ_carries_the_request_and_the_connection():
     assert environ["HTTP_X_THING"] == "1, 2" and environ["CONTENT_TYPE"] == "text/plain"
     assert environ["SERVER_NAME"] == "example.org" and environ["REMOTE_ADDR"] == "10.0.0.1"
     assert environ["wsgi.file_wrapper"] is FileWrapper
+
+
+@pytest.mark.parametrize("host, server_name, server_port", [
+    ("example.org:8080", "example.org", "8080"),
+    ("example.org", "example.org", "8000"),  # no port: the connection's
+    ("[::1]:8080", "[::1]", "8080"),
+    ("[::1]", "[::1]", "8000"),
+    ("example.org:", "example.org:", "8000"),  # not a port: the whole Host is the name
+    (":8080", ":8080", "8000"),
+    ("example.org:80x", "example.org:80x", "8000"),
+    ("", "127.0.0.1", "8000"),  # an empty Host (HTTP/1.1 allows it): the connection's
+])
+def test_server_name_and_port_come_from_host(host, server_name, server_port):
+    """SERVER_NAME/SERVER_PORT from Host, the same on a second request (the split is
+    cached by Host) as on the first."""
+    req = Request("GET", "/", "/", "", "HTTP/1.1", (("Host", host),), None, False, True,
+                  False, host)
+    for _ in range(2):
+        environ = build_environ(req, InputStream(lambda size: b""), INFO)
+        assert (environ["HTTP_HOST"], environ["SERVER_NAME"], environ["SERVER_PORT"]) == \
+            (host, server_name, server_port)
