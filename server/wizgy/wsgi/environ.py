@@ -48,10 +48,6 @@ class ServerInfo:
 
 
 _environ_keys: dict[str, str] = {}  # header name as sent -> its HTTP_* environ key
-# Host as sent -> (SERVER_NAME, SERVER_PORT or None: the connection's port). A client
-# sends the same Host on every request: split once, not per request.
-_server_names: dict[str, tuple[str, str | None]] = {}
-CACHE_MAX = 4096  # entries in each of these caches, so odd values cannot grow them
 
 
 def build_environ(req: Request, wsgi_input, info: ServerInfo) -> dict:
@@ -74,7 +70,7 @@ def build_environ(req: Request, wsgi_input, info: ServerInfo) -> dict:
             if "_" in name:
                 continue  # X-Forwarded_For would otherwise collide with X-Forwarded-For
             key = "HTTP_" + name.upper().replace("-", "_")
-            if len(_environ_keys) < CACHE_MAX:
+            if len(_environ_keys) < 4096:
                 _environ_keys[name] = key
         if key == "HTTP_CONTENT_TYPE":
             environ["CONTENT_TYPE"] = value
@@ -84,27 +80,17 @@ def build_environ(req: Request, wsgi_input, info: ServerInfo) -> dict:
             environ[key] += ("; " if key == "HTTP_COOKIE" else ", ") + value
         else:
             environ[key] = value
-    host = req.host
-    if host is not None:
-        environ["HTTP_HOST"] = host  # RFC 9112 3.2.2: absolute-form wins over Host
-        if host:
-            name, port = _server_names.get(host) or _server_name_of(host)
-            environ["SERVER_NAME"] = name
-            if port is not None:
-                environ["SERVER_PORT"] = port
+    if req.host is not None:
+        environ["HTTP_HOST"] = req.host  # RFC 9112 3.2.2: absolute-form wins over Host
+        host, _, port = req.host.rpartition(":") if req.host[-1:] != "]" else (req.host, "", "")
+        if host and port.isdigit():
+            environ["SERVER_NAME"], environ["SERVER_PORT"] = host, port
+        elif req.host:
+            environ["SERVER_NAME"] = req.host
     if info.trust_proxy and ("HTTP_X_FORWARDED_FOR" in environ
                              or "HTTP_X_FORWARDED_PROTO" in environ):
         _apply_forwarded(environ)
     return environ
-
-
-def _server_name_of(host: str) -> tuple[str, str | None]:
-    """SERVER_NAME and SERVER_PORT from a Host (not empty); None: it names no port."""
-    name, _, port = host.rpartition(":") if host[-1] != "]" else (host, "", "")
-    found = (name, port) if name and port.isdigit() else (host, None)
-    if len(_server_names) < CACHE_MAX:
-        _server_names[host] = found
-    return found
 
 
 def _apply_forwarded(environ: dict) -> None:
