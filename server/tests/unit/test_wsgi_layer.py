@@ -146,3 +146,59 @@ def test_environ_carries_the_request_and_the_connection():
     assert environ["HTTP_X_THING"] == "1, 2" and environ["CONTENT_TYPE"] == "text/plain"
     assert environ["SERVER_NAME"] == "example.org" and environ["REMOTE_ADDR"] == "10.0.0.1"
     assert environ["wsgi.file_wrapper"] is FileWrapper
+
+
+@pytest.mark.parametrize("host, server_name, server_port", [
+    ("example.org:8080", "example.org", "8080"),
+    ("example.org", "example.org", "8000"),  # no port: the connection's
+    ("[::1]:8080", "[::1]", "8080"),
+    ("[::1]", "[::1]", "8000"),
+    ("example.org:", "example.org:", "8000"),  # not a port: the whole Host is the name
+    (":8080", ":8080", "8000"),
+    ("example.org:80x", "example.org:80x", "8000"),
+    ("", "127.0.0.1", "8000"),  # an empty Host (HTTP/1.1 allows it): the connection's
+])
+def test_server_name_and_port_come_from_host(host, server_name, server_port):
+    """SERVER_NAME/SERVER_PORT from Host, the same on a second request (the split is
+    cached by Host) as on the first."""
+    req = Request("GET", "/", "/", "", "HTTP/1.1", (("Host", host),), None, False, True,
+                  False, host)
+    for _ in range(2):
+        environ = build_environ(req, InputStream(lambda size: b""), INFO)
+        assert (environ["HTTP_HOST"], environ["SERVER_NAME"], environ["SERVER_PORT"]) == \
+            (host, server_name, server_port)
+
+
+def test_a_repeated_start_is_answered_from_what_the_app_sends_now():
+    """start_response remembers the last start it checked (and caches all it checked):
+    an app that changes the list it passed before, or alternates between starts, gets
+    the head of what it passes each time; a bad header is refused even right after a
+    good start."""
+    headers = [("Content-Type", "text/plain"), ("Content-Length", "5")]
+
+    def app(environ, start_response):
+        start_response(environ["QUERY_STRING"] or "200 OK", headers)
+        return [b"hello"]
+
+    heads = []
+    for query, length, kind in [("", "5", "text/plain"), ("", "5", "text/html"),
+                                ("404 Not Found", "5", "text/html"), ("", "3", "text/html"),
+                                ("", "3", "text/html")]:
+        headers[:] = [("Content-Type", kind), ("Content-Length", length)]
+        sent, resp = serve(app, request(target="/?" + query if query else "/"),
+                           validate=False)
+        heads.append(sent.split(b"\r\n\r\n")[0].split(b"\r\n"))
+    assert [(h[0], h[1], h[2]) for h in heads] == [
+        (b"HTTP/1.1 200 OK", b"Content-Type: text/plain", b"Content-Length: 5"),
+        (b"HTTP/1.1 200 OK", b"Content-Type: text/html", b"Content-Length: 5"),
+        (b"HTTP/1.1 404 Not Found", b"Content-Type: text/html", b"Content-Length: 5"),
+        (b"HTTP/1.1 200 OK", b"Content-Type: text/html", b"Content-Length: 3"),
+        (b"HTTP/1.1 200 OK", b"Content-Type: text/html", b"Content-Length: 3"),
+    ]
+    headers.append(("Bad Name", "x"))
+    with pytest.raises(AppError, match="invalid header name"):
+        serve(app, validate=False)
+    headers.pop()
+    headers.append(("Content-Length", "5"))
+    with pytest.raises(AppError, match="more than one Content-Length"):
+        serve(app, validate=False)

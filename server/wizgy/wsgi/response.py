@@ -27,6 +27,16 @@ _checked_headers: dict[tuple[str, str], str] = {}
 # encoded once, not once per response.
 _checked_starts: dict[tuple, tuple] = {}
 CACHE_MAX = 4096  # entries in each of these caches, so odd values cannot grow them
+# The last start_response() checked: (status, a copy of its headers, what checking
+# found). A server answering one route over and over (a bench, a health check, most
+# of an app's traffic) compares the headers with it, which costs less than building
+# and hashing the key of _checked_starts (pypy-jit.md, candidate 6).
+_last_start: tuple = (None, None, None)
+
+
+def _remember_start(status, headers: list, checked: tuple) -> None:
+    global _last_start
+    _last_start = (status, headers[:], checked)  # a copy: the app may change its list
 
 
 class AppError(Exception):
@@ -70,14 +80,19 @@ class Response:
                 exc_info = None  # break the traceback cycle (PEP 3333)
         elif self.status is not None:
             raise AppError("start_response called twice without exc_info")
-        checked = None
-        if type(headers) is list:
-            try:
-                checked = _checked_starts.get((status, *headers))
-            except TypeError:
-                pass  # an unhashable item: _check_start says what is wrong
-        if checked is None:
-            checked = self._check_start(status, headers)
+        last = _last_start  # read once: another thread may replace it meanwhile
+        if type(headers) is list and last[1] == headers and last[0] == status:
+            checked = last[2]  # the same start as the last response's: no key to hash
+        else:
+            checked = None
+            if type(headers) is list:
+                try:
+                    checked = _checked_starts.get((status, *headers))
+                except TypeError:
+                    pass  # an unhashable item: _check_start says what is wrong
+            if checked is None:
+                checked = self._check_start(status, headers)
+            _remember_start(status, headers, checked)
         self.status_code, self.content_length, self._add_date, self._head_block = checked
         self.status = status
         return self.write
