@@ -60,7 +60,7 @@ def main() -> None:
     module, _, name = args.app.partition(":")
     app = getattr(importlib.import_module(module), name or "application")
     environ = wrk_environ(args.path)
-    status = first_status(app, environ)
+    status = call(app, environ, 1)[1]
     if not status.startswith("2"):
         raise SystemExit(f"{args.app} {args.path} answered {status!r}, not 2xx")
 
@@ -68,7 +68,7 @@ def main() -> None:
     rates, calls, body_bytes = [], 0, 0
     for _ in range(args.rounds):
         started = time.process_time()
-        body_bytes += call(app, environ, args.calls)
+        body_bytes += call(app, environ, args.calls)[0]
         rates.append(args.calls / max(time.process_time() - started, 1e-9))
         calls += args.calls
     report(args, status, rates, calls, warmup_calls, body_bytes)
@@ -82,12 +82,13 @@ def wrk_environ(path: str) -> dict:
     info = ServerInfo(server_name="127.0.0.1", server_port="8000", remote_addr="127.0.0.1",
                       remote_port="40000", url_scheme="http", root_path="",
                       multithread=False, multiprocess=True, errors=sys.stderr,
-                      trust_proxy=False)  # fmt: skip
+                      trust_proxy=False)
     return build_environ(request, io.BytesIO(b""), info)
 
 
-def call(app, environ: dict, n: int) -> int:
-    """Serve n requests without a server; return the body bytes read."""
+def call(app, environ: dict, n: int) -> tuple[int, str]:
+    """Serve n requests without a server; return the body bytes read and the last
+    status the app gave."""
     started = []
 
     def start_response(status, headers, exc_info=None):
@@ -105,17 +106,7 @@ def call(app, environ: dict, n: int) -> int:
         finally:
             if hasattr(result, "close"):
                 result.close()
-    return size
-
-
-def first_status(app, environ: dict) -> str:
-    status = []
-    env = dict(environ, **{"wsgi.input": io.BytesIO(b"")})
-    result = app(env, lambda s, h, exc_info=None: status.append(s))
-    b"".join(result)
-    if hasattr(result, "close"):
-        result.close()
-    return status[0]
+    return size, started[0]
 
 
 def warm_up(app, environ: dict, seconds: float) -> int:
