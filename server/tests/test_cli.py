@@ -9,7 +9,8 @@ import subprocess
 
 import pytest
 
-from conftest import APPS, REPO, SERVER, SERVER_PYTHON, TEST_APPS, run_wizgy, server_implementation
+from conftest import (APPS, REPO, SERVER, SERVER_PYTHON, TEST_APPS, connect, read_response,
+                      run_wizgy, server_implementation)
 
 from wizgy import config
 
@@ -344,6 +345,48 @@ def test_pypy_jit_parameters_are_checked_on_every_runtime():
         result = wizgy("--pypy-jit", bad, "testapp:app")
         assert result.returncode == 2, result
         assert result.stderr.startswith("wizgy: error: --pypy-jit: "), result.stderr
+
+
+def test_pypy_gc_parameters_are_checked_on_every_runtime():
+    assert config.parse(["x:y"]).pypy_gc == "increment_step=256K"  # wizgy's default
+    assert config.parse(["--pypy-gc", "", "x:y"]).pypy_gc == ""  # PyPy's own
+    assert config.parse(["--pypy-gc", "nursery=4MB,major_collect=1.82", "x:y"]).pypy_gc \
+        == "nursery=4MB,major_collect=1.82"
+    assert config.parse(["x:y"], {"WIZGY_PYPY_GC": "increment_step=1M"}).pypy_gc \
+        == "increment_step=1M"
+    for bad in ("nosuch=1", "nursery", "nursery=lots", "nursery=4M;rm"):
+        result = wizgy("--pypy-gc", bad, "testapp:app")
+        assert result.returncode == 2, result
+        assert result.stderr.startswith("wizgy: error: --pypy-gc: "), result.stderr
+
+
+@pytest.mark.parametrize("args, env, expected", [
+    ((), {}, "256K"),  # the default, put in place by an exec
+    (("--pypy-gc", "increment_step=512K"), {}, "512K"),
+    ((), {"PYPY_GC_INCREMENT_STEP": "1M"}, "1M"),  # one the environment sets wins
+    (("--pypy-gc", ""), {}, None),  # PyPy's own: no exec, nothing set
+])
+def test_pypy_gc_parameters_start_pypy_in_place_and_cpython_ignores_them(args, env, expected):
+    # PyPy reads PYPY_GC_* once, at startup: wizgy sets them and execs itself, keeping
+    # its PID (what a supervisor or a pidfile knows). The worker, forked from that
+    # master, serves with the environment PyPy started with. CPython has no such
+    # collector.
+    pypy = server_implementation() == "PyPy"
+    with run_wizgy("-w", "1", *args, "testapp:app", env=env) as srv:
+        listening = srv.wait_for_output(r"Listening at: \S+ \((\d+)\)")
+        assert int(listening.group(1)) == srv.pid  # the same process, before and after
+        with connect(srv.port) as sock:
+            sock.sendall(b"GET /getenv?name=PYPY_GC_INCREMENT_STEP HTTP/1.1\r\nHost: t\r\n\r\n")
+            status, _, body = read_response(sock)
+        assert status == 200
+        got = None if body == b"-\n" else body.decode().strip()
+        if pypy:
+            assert got == expected
+            shown = f"PYPY_GC_INCREMENT_STEP={expected}" if expected else "PyPy's defaults"
+            srv.wait_for_output(f"PyPy's collector: {shown}")
+        else:
+            assert got == env.get("PYPY_GC_INCREMENT_STEP")  # nothing set, no exec
+            assert "PyPy's collector" not in srv.output()
 
 
 def test_pypy_jit_parameters_reach_pypy_and_cpython_ignores_them():

@@ -44,7 +44,41 @@ def tune_jit(params: str) -> None:
             raise ConfigError(f"--pypy-jit {params}: {error}") from None
 
 
+def tune_gc(params: str, program: bool) -> None:
+    """On PyPy, put --pypy-gc's parameters in the environment as PYPY_GC_* and exec this
+    same command again (same PID, same descriptors), so that the collector starts with
+    them: PyPy reads them once, at startup. A variable already set is left as it is,
+    which also ends the loop: after the exec every one is set. Only when wizgy is the
+    program (`python -m wizgy`, the `wizgy` script); nothing on CPython."""
+    if sys.implementation.name != "pypy" or not program:
+        return
+    missing = {}
+    for item in filter(None, params.split(",")):
+        name, _, value = item.partition("=")
+        variable = f"PYPY_GC_{name.upper()}"
+        if variable not in os.environ:
+            missing[variable] = value
+    if missing:
+        os.environ.update(missing)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        original = getattr(sys, "orig_argv", None)  # 3.10+: with the interpreter's flags
+        command = original[1:] if original else ["-m", "wizgy", *sys.argv[1:]]
+        try:
+            os.execv(sys.executable, [sys.executable, *command])
+        except OSError as error:
+            raise ConfigError(f"--pypy-gc: cannot start {sys.executable} again: "
+                              f"{error.strerror or error}") from None
+
+
+def collector() -> str:
+    """The PYPY_GC_* settings this process started with, for the startup log."""
+    return ", ".join(f"{name}={value}" for name, value in sorted(os.environ.items())
+                     if name.startswith("PYPY_GC_")) or "PyPy's defaults"
+
+
 def main(argv: list[str] | None = None) -> int:
+    program = argv is None
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["top"]:  # `wizgy top [--url URL]`: the status endpoint, live
         from . import top
@@ -54,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         if settings.print_config:
             print(config.describe(settings))
             return 0
+        tune_gc(settings.pypy_gc, program)
         tune_jit(settings.pypy_jit)
         try:
             logs = Logs(settings.error_logfile, settings.access_logfile, settings.log_level,
@@ -86,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         logs.error.info("Listening at: %s (%s)", url_of(listener), os.getpid())
     logs.error.info("Using model: %s%s%s", settings.model,
                     f" (lesson: {settings.lesson})" if settings.lesson else "", shape(settings))
+    if sys.implementation.name == "pypy":
+        logs.error.info("PyPy's collector: %s", collector())
     ignored = [flag for flag, given in (
         (f"--workers {settings.workers}", settings.workers > 1),
         (f"--max-requests {settings.max_requests}", settings.max_requests),

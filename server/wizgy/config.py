@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import runpy
 import shlex
 import sys
@@ -78,6 +79,31 @@ def jit_params(value: str) -> str:
                              f"parameters ({', '.join(sorted(JIT_PARAMS))}), not {item!r}")
         if name != "enable_opts" and not number.isdigit():
             raise ValueError(f"{name} takes a whole number, not {number!r}")
+    return value
+
+
+# PyPy's collector (incminimark) reads its parameters from PYPY_GC_* variables once,
+# when the interpreter starts. One wizgy sets by default: increment_step, how much a
+# major collection marks per step. PyPy's default (twice the nursery) made steps of
+# 3-4 ms here, during which every connection of the worker waits: hello's p99 at 64
+# connections fell from 3.7-4.7 to 1.3-2.4 ms at 256K, with the same collector time
+# per request (server/docs/pypy-jit.md, "The collector's steps").
+GC_PARAMS = frozenset((
+    "nursery", "nursery_cleanup", "increment_step", "major_collect", "growth", "min", "max",
+    "max_delta", "max_pinned"))
+GC_VALUE = re.compile(r"[0-9]+(\.[0-9]+)?([kKmMgG][bB]?)?")  # 256K, 4MB, 1.82, 1.6GB
+
+
+def gc_params(value: str) -> str:
+    """`PARAM=VALUE,...` of PyPy's collector, checked on every runtime (applied on PyPy)."""
+    for item in filter(None, value.split(",")):
+        name, equals, number = item.partition("=")
+        if name not in GC_PARAMS or not equals:
+            raise ValueError(f"expected PARAM=VALUE with PARAM one of PyPy's collector "
+                             f"parameters ({', '.join(sorted(GC_PARAMS))}), not {item!r}")
+        if not GC_VALUE.fullmatch(number):
+            raise ValueError(f"{name} takes a size or a number (256K, 4MB, 1.82), "
+                             f"not {number!r}")
     return value
 
 
@@ -197,6 +223,13 @@ class Settings:
              "them, applied before the app is imported and the workers forked (e.g. "
              "trace_limit=16384; see server/docs/pypy-jit.md). Ignored on CPython. "
              "Default: PyPy's own."))
+    pypy_gc: str = field(default="increment_step=256K", metadata=option(
+        "--pypy-gc", type=gc_params, metavar="PARAM=VALUE,...",
+        help="On PyPy, parameters for its collector, set as PyPy's PYPY_GC_<PARAM> "
+             "variables: PyPy reads them only when it starts, so wizgy restarts itself "
+             "in place (exec, same PID) with those not already in the environment (one "
+             "set there wins). The default keeps a major collection's steps short (p99; "
+             "see server/docs/pypy-jit.md); empty: PyPy's own. Ignored on CPython."))
     config: str | None = field(default=None, metadata=option(
         "-c", "--config", metavar="FILE",
         help="A Python file of settings, as gunicorn.conf.py: `workers = 4`, "

@@ -92,6 +92,9 @@ def raw_app(environ, start_response):
     if path == "/pid":
         start_response("200 OK", text)
         return [f"{os.getpid()}\n".encode()]
+    if path == "/getenv":  # /getenv?name=X: the serving process's os.environ[X], or -
+        start_response("200 OK", text)
+        return [f"{os.environ.get(query.get('name', ''), '-')}\n".encode()]
     if path == "/error":
         raise RuntimeError("boom before start_response")
     if path == "/error-mid-stream":
