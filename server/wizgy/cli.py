@@ -52,12 +52,9 @@ def tune_gc(params: str, program: bool) -> None:
     program (`python -m wizgy`, the `wizgy` script); nothing on CPython."""
     if sys.implementation.name != "pypy" or not program:
         return
-    missing = {}
-    for item in filter(None, params.split(",")):
-        name, _, value = item.partition("=")
-        variable = f"PYPY_GC_{name.upper()}"
-        if variable not in os.environ:
-            missing[variable] = value
+    pairs = config.pypy_params(params, config.GC_PARAMS, "collector", lambda *_: True, "")
+    wanted = {f"PYPY_GC_{name.upper()}": value for name, value in pairs}
+    missing = {name: value for name, value in wanted.items() if name not in os.environ}
     if missing:
         os.environ.update(missing)
         sys.stdout.flush()

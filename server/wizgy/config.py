@@ -70,15 +70,25 @@ JIT_PARAMS = frozenset((
     "vec", "vec_all", "vec_cost"))
 
 
-def jit_params(value: str) -> str:
-    """`PARAM=N,...` of PyPy's JIT, checked on every runtime (applied on PyPy only)."""
+def pypy_params(value: str, known: frozenset, what: str, valid, expected: str) -> list:
+    """Check `PARAM=VALUE,...` for one of PyPy's parameter sets, on every runtime (they
+    are applied on PyPy only); the (name, value) pairs."""
+    pairs = []
     for item in filter(None, value.split(",")):
-        name, equals, number = item.partition("=")
-        if name not in JIT_PARAMS or not equals:
-            raise ValueError(f"expected PARAM=VALUE with PARAM one of PyPy's JIT "
-                             f"parameters ({', '.join(sorted(JIT_PARAMS))}), not {item!r}")
-        if name != "enable_opts" and not number.isdigit():
-            raise ValueError(f"{name} takes a whole number, not {number!r}")
+        name, equals, setting = item.partition("=")
+        if name not in known or not equals:
+            raise ValueError(f"expected PARAM=VALUE with PARAM one of PyPy's {what} "
+                             f"parameters ({', '.join(sorted(known))}), not {item!r}")
+        if not valid(name, setting):
+            raise ValueError(f"{name} takes {expected}, not {setting!r}")
+        pairs.append((name, setting))
+    return pairs
+
+
+def jit_params(value: str) -> str:
+    """`PARAM=N,...` of PyPy's JIT."""
+    pypy_params(value, JIT_PARAMS, "JIT", lambda name, n: name == "enable_opts" or n.isdigit(),
+                "a whole number")
     return value
 
 
@@ -95,15 +105,9 @@ GC_VALUE = re.compile(r"[0-9]+(\.[0-9]+)?([kKmMgG][bB]?)?")  # 256K, 4MB, 1.82, 
 
 
 def gc_params(value: str) -> str:
-    """`PARAM=VALUE,...` of PyPy's collector, checked on every runtime (applied on PyPy)."""
-    for item in filter(None, value.split(",")):
-        name, equals, number = item.partition("=")
-        if name not in GC_PARAMS or not equals:
-            raise ValueError(f"expected PARAM=VALUE with PARAM one of PyPy's collector "
-                             f"parameters ({', '.join(sorted(GC_PARAMS))}), not {item!r}")
-        if not GC_VALUE.fullmatch(number):
-            raise ValueError(f"{name} takes a size or a number (256K, 4MB, 1.82), "
-                             f"not {number!r}")
+    """`PARAM=VALUE,...` of PyPy's collector."""
+    pypy_params(value, GC_PARAMS, "collector", lambda name, v: GC_VALUE.fullmatch(v),
+                "a size or a number (256K, 4MB, 1.82)")
     return value
 
 
