@@ -349,7 +349,8 @@ def test_pypy_jit_parameters_are_checked_on_every_runtime():
 
 def test_pypy_gc_parameters_are_checked_on_every_runtime():
     assert config.parse(["x:y"]).pypy_gc == "increment_step=256K"  # wizgy's default
-    assert config.parse(["--pypy-gc", "", "x:y"]).pypy_gc == ""  # PyPy's own
+    assert config.parse(["--pypy-gc", "off", "x:y"]).pypy_gc == "off"  # PyPy's own
+    assert config.parse(["x:y"], {"WIZGY_PYPY_GC": "off"}).pypy_gc == "off"
     assert config.parse(["--pypy-gc", "nursery=4MB,major_collect=1.82", "x:y"]).pypy_gc \
         == "nursery=4MB,major_collect=1.82"
     assert config.parse(["x:y"], {"WIZGY_PYPY_GC": "increment_step=1M"}).pypy_gc \
@@ -364,7 +365,8 @@ def test_pypy_gc_parameters_are_checked_on_every_runtime():
     ((), {}, "256K"),  # the default, put in place by an exec
     (("--pypy-gc", "increment_step=512K"), {}, "512K"),
     ((), {"PYPY_GC_INCREMENT_STEP": "1M"}, "1M"),  # one the environment sets wins
-    (("--pypy-gc", ""), {}, None),  # PyPy's own: no exec, nothing set
+    (("--pypy-gc", "off"), {}, None),  # PyPy's own: no exec, nothing set
+    ((), {"WIZGY_PYPY_GC": "off"}, None),
 ])
 def test_pypy_gc_parameters_start_pypy_in_place_and_cpython_ignores_them(args, env, expected):
     # PyPy reads PYPY_GC_* once, at startup: wizgy sets them and execs itself, keeping

@@ -50,7 +50,7 @@ def tune_gc(params: str, program: bool) -> None:
     them: PyPy reads them once, at startup. A variable already set is left as it is,
     which also ends the loop: after the exec every one is set. Only when wizgy is the
     program (`python -m wizgy`, the `wizgy` script); nothing on CPython."""
-    if sys.implementation.name != "pypy" or not program:
+    if sys.implementation.name != "pypy" or not program or params == "off":
         return
     pairs = config.pypy_params(params, config.GC_PARAMS, "collector", lambda *_: True, "")
     wanted = {f"PYPY_GC_{name.upper()}": value for name, value in pairs}

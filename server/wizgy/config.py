@@ -105,9 +105,10 @@ GC_VALUE = re.compile(r"[0-9]+(\.[0-9]+)?([kKmMgG][bB]?)?")  # 256K, 4MB, 1.82, 
 
 
 def gc_params(value: str) -> str:
-    """`PARAM=VALUE,...` of PyPy's collector."""
-    pypy_params(value, GC_PARAMS, "collector", lambda name, v: GC_VALUE.fullmatch(v),
-                "a size or a number (256K, 4MB, 1.82)")
+    """`PARAM=VALUE,...` of PyPy's collector, or `off`."""
+    if value != "off":
+        pypy_params(value, GC_PARAMS, "collector", lambda name, v: GC_VALUE.fullmatch(v),
+                    "a size or a number (256K, 4MB, 1.82)")
     return value
 
 
@@ -228,12 +229,14 @@ class Settings:
              "trace_limit=16384; see server/docs/pypy-jit.md). Ignored on CPython. "
              "Default: PyPy's own."))
     pypy_gc: str = field(default="increment_step=256K", metadata=option(
-        "--pypy-gc", type=gc_params, metavar="PARAM=VALUE,...",
+        "--pypy-gc", type=gc_params, metavar="PARAM=VALUE,...|off",
         help="On PyPy, parameters for its collector, set as PyPy's PYPY_GC_<PARAM> "
              "variables: PyPy reads them only when it starts, so wizgy restarts itself "
              "in place (exec, same PID) with those not already in the environment (one "
              "set there wins). The default keeps a major collection's steps short (p99; "
-             "see server/docs/pypy-jit.md); empty: PyPy's own. Ignored on CPython."))
+             "see server/docs/pypy-jit.md); `off`: PyPy's own. PyPy takes PYPYLOG out of "
+             "the environment as it reads it: to log, set the PYPY_GC_* variables "
+             "yourself or pass `off`, so that no exec loses it. Ignored on CPython."))
     config: str | None = field(default=None, metadata=option(
         "-c", "--config", metavar="FILE",
         help="A Python file of settings, as gunicorn.conf.py: `workers = 4`, "
