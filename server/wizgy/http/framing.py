@@ -75,7 +75,7 @@ def frame(method: str, target: str, version: str, headers, max_body: int,
     if host is None and version == "HTTP/1.1":
         raise HTTPError(400, "HTTP/1.1 request without Host")
     if host is not None and host != valid_host:
-        if not HOST.fullmatch(host):
+        if not plain_host(host) and not HOST.fullmatch(host):
             raise HTTPError(400, f"invalid Host {host[:64]!r}")
 
     path, query, target_host = split_target(method, target)
@@ -92,6 +92,16 @@ def frame(method: str, target: str, version: str, headers, max_body: int,
         keep_alive, expect == "100-continue" and version == "HTTP/1.1",
         target_host if target_host is not None else host,
     )
+
+
+def plain_host(host: str) -> bool:
+    """A host name or IPv4 address of ASCII letters, digits, "." and "-", and a port of
+    digits if any: valid without HOST, whose regex engine allocates on PyPy (2.3 KB a
+    check; a new connection's first request checks its Host). Anything else, HOST
+    decides; everything this accepts HOST accepts (reg-name and port characters)."""
+    name, _, port = host.partition(":")
+    return name.isascii() and port.isascii() and (not port or port.isdigit()) and \
+        (name.isalnum() or name.replace(".", "").replace("-", "").isalnum())
 
 
 def drop_repeats(headers) -> list[tuple[str, str]]:
