@@ -11,9 +11,11 @@ A `RequestParser` owns one connection's receive buffer. The connection driver ca
 after which the parser is ready for the next (pipelined) request, which may already
 sit in the buffer. Nothing here touches a socket, a clock or a thread.
 
-The head is parsed in one pass: find the blank line, reject stray CR/LF/control bytes
-in one regex search, then match the request line and each field line against the
-ABNF written out in abnf.py. framing.py's `frame()` then decides where the body ends
+The head is parsed in one pass: find the blank line, then read it by the first of
+three ways that takes it: `plain_head` (str methods, for the plainest heads), the
+whole-head regex HEAD (abnf.py), or the careful path, which rejects stray
+CR/LF/control bytes and matches the request line and each field line against the
+ABNF written out in abnf.py, saying what is wrong. framing.py's `frame()` then decides where the body ends
 (Content-Length, Transfer-Encoding), and a body reader from body.py hands the body
 out (ContentLengthReader, ChunkedReader); the parser reads a chunked body's trailer
 section itself, since it is field lines, as a head is. All of it is strict: a request
