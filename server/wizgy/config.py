@@ -95,8 +95,8 @@ def jit_params(value: str) -> str:
 # PyPy's collector (incminimark) reads its parameters from PYPY_GC_* variables once,
 # when the interpreter starts. One wizgy sets by default: increment_step, how much a
 # major collection marks per step. PyPy's default (twice the nursery) made steps of
-# 3-4 ms here, during which every connection of the worker waits: hello's p99 at 64
-# connections fell from 3.7-4.7 to 1.3-2.4 ms at 256K, with the same collector time
+# 3-4 ms here, during which every connection of the worker waits; at 256K they take
+# 0.3-0.5 ms and hello's p99 at 64 connections halved, with the same collector time
 # per request (server/docs/pypy-jit.md, "The collector's steps").
 GC_PARAMS = frozenset((
     "nursery", "nursery_cleanup", "increment_step", "major_collect", "growth", "min", "max",

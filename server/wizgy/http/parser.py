@@ -15,10 +15,11 @@ The head is parsed in one pass: find the blank line, then read it by the first o
 three ways that takes it: `plain_head` (str methods, for the plainest heads), the
 whole-head regex HEAD (abnf.py), or the careful path, which rejects stray
 CR/LF/control bytes and matches the request line and each field line against the
-ABNF written out in abnf.py, saying what is wrong. framing.py's `frame()` then decides where the body ends
-(Content-Length, Transfer-Encoding), and a body reader from body.py hands the body
-out (ContentLengthReader, ChunkedReader); the parser reads a chunked body's trailer
-section itself, since it is field lines, as a head is. All of it is strict: a request
+ABNF written out in abnf.py, saying what is wrong. framing.py's `frame()` then
+decides where the body ends (Content-Length, Transfer-Encoding), and a body reader
+from body.py hands the body out (ContentLengthReader, ChunkedReader); the parser
+reads a chunked body's trailer section itself, since it is field lines, as a head
+is. All of it is strict: a request
 that two parsers could read two ways is refused, never guessed at, because that
 ambiguity is what request smuggling exploits (RFC 9112 section 11.2).
 
@@ -304,7 +305,7 @@ def plain_head(text: str):
     half of HEAD and findall's time and a fifth of their garbage (their regex engine
     allocates as it matches: 6.7 KB a wrk head, against 1.7; server/docs/pypy-jit.md,
     candidate 4), and on CPython it is no slower. Everything it accepts HEAD accepts
-    and reads the same (test_http_parser.py checks that on generated heads):
+    and reads the same (test_fuzz.py checks that on generated heads):
     a method of ASCII letters (tokens), one space, a target of visible ASCII
     (isprintable less the space the partition took), one space, HTTP/1.1 or HTTP/1.0;
     then fields whose names are ASCII letters, digits and "-" (tokens) and whose values
