@@ -98,7 +98,8 @@ def test_without_setproctitle_the_process_names_still_say_it(tmp_path):
 
 def test_a_fork_child_and_a_threaded_server_are_titled_too():
     with run_wizgy("-k", "threaded", "--threads", "8", "testapp:app") as srv:
-        assert comm(srv.pid) == "wizgy server"
+        # (titled just after "Listening at", which is all run_wizgy waits for here)
+        wait_for(lambda: comm(srv.pid) == "wizgy server", what="the server's title")
         if importlib.util.find_spec("setproctitle"):
             assert cmdline(srv.pid) == "wizgy: server [threaded 8 threads]"
     with run_wizgy("-k", "fork", "--lesson", "no-reap", "testapp:app") as srv:
