@@ -55,8 +55,9 @@ def test_image_runs_wizgy_as_pid_1_and_stops_it_gracefully(stack):
     image = stack.compose("config", "--images", "server").stdout.strip()
     name = f"{stack.name}-pid1"
     # The project's label lets conftest's cleanup find the container if this run dies.
-    docker("run", "-d", "--init=false", "--name", name, "-e", "APP=flask",
-           "--label", f"com.docker.compose.project={stack.name}", image)  # fmt: skip
+    label = f"com.docker.compose.project={stack.name}"
+    docker("run", "-d", "--init=false", "--name", name, "-e", "APP=flask", "--label", label,
+           image)
     try:
         wait_healthy(name)
         pid_1 = docker("exec", name, "cat", "/proc/1/comm").stdout  # wizgy names it
