@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 
-from conftest import (APPS, REPO, SERVER, SERVER_PYTHON, TEST_APPS, connect, read_response,
-                      run_wizgy, server_implementation)
+from conftest import (APPS, REPO, SERVER, SERVER_PYTHON, TEST_APPS, children_of, connect,
+                      read_response, run_wizgy, server_implementation, skip_or_fail, wait_for)
 
 from wizgy import config
 
@@ -256,6 +256,78 @@ def test_a_stale_pid_file_is_replaced(tmp_path):
     pidfile.write_text(f"{dead.pid}\n")
     with run_wizgy("--pid", str(pidfile), "testapp:app") as srv:
         assert pidfile.read_text() == f"{srv.pid}\n"
+
+
+SLOW_START = """
+import os, time
+open(os.environ["STARTED_AT"], "w").close()  # main() has its handlers by now
+time.sleep(60)  # an app that takes its time to import (Django with a slow database)
+def app(environ, start_response):
+    start_response("200 OK", [])
+    return [b"late"]
+"""
+
+
+def start_slowly(tmp_path, prefix=()):
+    """wizgy on an app whose import takes a minute; returned once the import began."""
+    (tmp_path / "slowstart.py").write_text(SLOW_START)
+    started_at = tmp_path / "started"
+    proc = subprocess.Popen(
+        [*prefix, SERVER_PYTHON, "-m", "wizgy", "-b", "127.0.0.1:0", "--pythonpath",
+         str(tmp_path), "--pid", str(tmp_path / "pid"), "slowstart:app"],
+        env={**os.environ, "PYTHONPATH": str(SERVER), "STARTED_AT": str(started_at)},
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)
+    try:
+        wait_for(started_at.exists, 30, "the app's import to begin")
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return proc
+
+
+def stopped(proc, timeout=10):
+    """(exit status, stderr) of a server asked to stop; killed if it would not."""
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, err = proc.communicate()
+        return "still running after a stop signal", err
+    return proc.returncode, err
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGQUIT])
+def test_a_stop_signal_while_the_app_imports_stops_the_start(tmp_path, signum):
+    # Before the model's own handlers are in, a stop signal ends the start there and
+    # then, with one line and status 0: not killed mid-import by TERM's default
+    # action, not a KeyboardInterrupt traceback for INT, not a core dump for QUIT.
+    proc = start_slowly(tmp_path)
+    proc.send_signal(signum)
+    code, err = stopped(proc)
+    assert code == 0, (code, err)
+    assert err == "wizgy: stopped while starting: a stop signal came before the server " \
+                  "served\n", err
+
+
+def test_as_pid_1_a_stop_signal_while_starting_is_not_lost(tmp_path):
+    # A plain `docker run` makes wizgy the init of its PID namespace, and the kernel
+    # drops a signal such an init has no handler for: TERM arriving while the app
+    # imports was lost, and `docker stop` waited out its timeout, then killed. Here the
+    # namespace comes from unshare(1) (as root, or in a user namespace of our own).
+    prefix = ["unshare", "--pid", "--fork", "--kill-child"]
+    if os.geteuid() != 0:
+        prefix[1:1] = ["--user", "--map-root-user"]
+    if subprocess.run([*prefix, "true"], capture_output=True).returncode != 0:
+        skip_or_fail("unshare(1) cannot make a PID namespace here")
+    proc = start_slowly(tmp_path, prefix)
+    (server,) = children_of(proc.pid)  # wizgy, PID 1 inside, as the host sees it
+    assert open(f"/proc/{server}/status").read().count("\nNSpid:\t%d\t1\n" % server) == 1
+    os.kill(server, signal.SIGTERM)  # as docker stop does, from outside the namespace
+    code, err = stopped(proc)
+    assert code == 0, (code, err)
+    assert "wizgy: stopped while starting" in err, err
 
 
 GUNICORN_CONF = '''\

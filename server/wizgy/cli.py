@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import socket
 import stat
 import sys
@@ -17,6 +18,7 @@ from .config import ConfigError, Settings
 from .context import ServerContext
 from .log import Logs
 from .models import lessons
+from .models.base import STOP_SIGNALS, stop_booting
 from .scoreboard import Scoreboard
 
 
@@ -61,9 +63,13 @@ def tune_gc(params: str, program: bool) -> None:
         sys.stderr.flush()
         original = getattr(sys, "orig_argv", None)  # 3.10+: with the interpreter's flags
         command = original[1:] if original else ["-m", "wizgy", *sys.argv[1:]]
+        # A stop signal during the exec waits, pending (the mask and pending signals
+        # survive execve; the handler does not), until main() has its handler again.
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
             os.execv(sys.executable, [sys.executable, *command])
         except OSError as error:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
             raise ConfigError(f"--pypy-gc: cannot start {sys.executable} again: "
                               f"{error.strerror or error}") from None
 
@@ -80,7 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["top"]:  # `wizgy top [--url URL]`: the status endpoint, live
         from . import top
         return top.main(argv[1:])
+    pidfile = None
     try:
+        if program:  # until the model's own handlers: a stop signal stops the start
+            for signum in STOP_SIGNALS:
+                signal.signal(signum, stop_booting)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # (tune_gc's exec)
         settings = config.parse(argv)
         if settings.print_config:
             print(config.describe(settings))
@@ -106,42 +117,58 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"wizgy: error: {error}", file=sys.stderr)
         return 2
-    model_cls = lessons.get(settings.lesson) if settings.lesson else \
-        models.get(settings.main_model)
-    multithread, multiprocess = model_cls.flags(settings)
-    board = Scoreboard(model_cls.slots(settings))
-    ctx = ServerContext(app, settings, logs, multithread=multithread, multiprocess=multiprocess,
-                        board=board)
-    ctx.stats = board.stats(board.claim())  # this process's own slot
-    ctx.stats.pid = os.getpid()
-    for listener in listeners:
-        logs.error.info("Listening at: %s (%s)", url_of(listener), os.getpid())
-    logs.error.info("Using model: %s%s%s", settings.model,
-                    f" (lesson: {settings.lesson})" if settings.lesson else "", shape(settings))
-    if sys.implementation.name == "pypy":
-        logs.error.info("PyPy's collector: %s", collector())
-    ignored = [flag for flag, given in (
-        (f"--workers {settings.workers}", settings.workers > 1),
-        (f"--max-requests {settings.max_requests}", settings.max_requests),
-        ("--reload", settings.reload)) if given]
-    if settings.main_model != "prefork" and ignored:
-        logs.error.info("-k %s is one process: %s %s for the prefork models, and ignored",
-                        settings.model, " and ".join(ignored),
-                        "are" if len(ignored) > 1 else "is")
-    status.start(ctx, status_listener, listeners)  # sets ctx.status_pid and ctx.event
-    # socket files to remove at exit: those we bound, not fd:// ones we were handed
-    bound = zip([*listeners, status_listener], [*settings.bind, settings.status_bind])
-    ours = unix_socket_files([listener for listener, address in bound
-                              if listener is not None and not address.startswith("fd://")])
-    role = status.MAIN_ROLE.get(settings.main_model, "server")
-    proctitle.set_title(role, settings.model if role == "master" else proctitle.describe(settings))
-    code = model_cls(ctx, listeners).run()
-    status.stop(ctx)
+    except KeyboardInterrupt:  # (a unix socket file bound by now stays: bind() replaces it)
+        if pidfile:
+            remove_pidfile(pidfile)
+        print("wizgy: stopped while starting: a stop signal came before the server "
+              "served", file=sys.stderr)
+        return 0
+    ctx, ours = None, []  # ours: socket files to remove at exit (we bound; not fd://)
+    try:
+        model_cls = lessons.get(settings.lesson) if settings.lesson else \
+            models.get(settings.main_model)
+        multithread, multiprocess = model_cls.flags(settings)
+        board = Scoreboard(model_cls.slots(settings))
+        ctx = ServerContext(app, settings, logs, multithread=multithread,
+                            multiprocess=multiprocess, board=board)
+        ctx.stats = board.stats(board.claim())  # this process's own slot
+        ctx.stats.pid = os.getpid()
+        bound = zip([*listeners, status_listener], [*settings.bind, settings.status_bind])
+        ours = unix_socket_files([listener for listener, address in bound
+                                  if listener is not None and not address.startswith("fd://")])
+        log_start(logs.error, settings, listeners)
+        status.start(ctx, status_listener, listeners)  # sets ctx.status_pid and ctx.event
+        role = status.MAIN_ROLE.get(settings.main_model, "server")
+        proctitle.set_title(role, settings.model if role == "master" else
+                            proctitle.describe(settings))
+        code = model_cls(ctx, listeners).run()
+    except KeyboardInterrupt:  # a stop signal before the model's handlers were in
+        logs.error.info("Stopped while starting: a stop signal came before the server served")
+        code = 0
+    if ctx is not None:
+        status.stop(ctx)
     remove_socket_files(ours)
     if pidfile:
         remove_pidfile(pidfile)
     logs.error.info("Shutting down: %s", "done" if code == 0 else f"exit status {code}")
     return code
+
+
+def log_start(log, settings: Settings, listeners: list) -> None:
+    """The startup lines: where, which model, PyPy's collector, flags left unused."""
+    for listener in listeners:
+        log.info("Listening at: %s (%s)", url_of(listener), os.getpid())
+    log.info("Using model: %s%s%s", settings.model,
+             f" (lesson: {settings.lesson})" if settings.lesson else "", shape(settings))
+    if sys.implementation.name == "pypy":
+        log.info("PyPy's collector: %s", collector())
+    ignored = [flag for flag, given in (
+        (f"--workers {settings.workers}", settings.workers > 1),
+        (f"--max-requests {settings.max_requests}", settings.max_requests),
+        ("--reload", settings.reload)) if given]
+    if settings.main_model != "prefork" and ignored:
+        log.info("-k %s is one process: %s %s for the prefork models, and ignored",
+                 settings.model, " and ".join(ignored), "are" if len(ignored) > 1 else "is")
 
 
 def load_app(settings: Settings):

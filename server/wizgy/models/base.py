@@ -24,6 +24,17 @@ from ..context import ServerContext
 
 # accept() failing with these means "out of descriptors or memory": back off and retry.
 RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+
+
+def stop_booting(signum, frame) -> None:
+    """A stop signal before a model has installed its own handlers (the server
+    starting: its app importing, say; a worker booting): leave now, as an exception
+    the caller turns into a clean exit (status 0). Recording it instead would lose it:
+    nobody reads the record yet. Nor can the default action be left to it: where
+    wizgy is PID 1 (a plain `docker run`), the kernel drops a TERM or QUIT its init has
+    no handler for, and `docker stop` would wait out its timeout, then kill."""
+    raise KeyboardInterrupt
 
 
 class Model:

@@ -40,7 +40,7 @@ import time
 
 from ..context import Stats
 from ..proctitle import describe, set_title
-from .base import Model
+from .base import STOP_SIGNALS, Model, stop_booting
 from .evloop import EventLoopModel
 from .iterative import IterativeModel
 from .reloader import CodeWatcher, app_roots
@@ -360,8 +360,8 @@ class PreforkModel(Model):
         for signum in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1,
                        signal.SIGUSR2):
             signal.signal(signum, signal.SIG_IGN)  # sent to the group: meant for the master
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
-            signal.signal(signum, stop_booting)  # until the worker model installs its own
+        for signum in STOP_SIGNALS:  # until the worker model installs its own: then
+            signal.signal(signum, stop_booting)  # run_worker exits 0
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         if slot is not None:
             self.ctx.stats = self.ctx.board.stats(slot)
@@ -382,9 +382,3 @@ class PreforkModel(Model):
         worker = model(self.ctx, self.listeners)
         worker.owns_listeners = False  # a retiring worker must not stop the others'
         return worker
-
-
-def stop_booting(signum, frame) -> None:
-    """A stop signal before the worker serves anything: leave now (run_worker exits 0).
-    Recording it instead would lose it: nobody would read the record."""
-    raise KeyboardInterrupt
