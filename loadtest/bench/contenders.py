@@ -71,6 +71,7 @@ ON_PYPY = {
     "granian": "granian-pypy",
     "bjoern": "bjoern-pypy",
     "meinheld": "meinheld-pypy",
+    "python-floor": "python-floor-pypy",  # the line a pure-Python server meets on PyPy
 }
 CONTENDERS += [
     replace(c, name=ON_PYPY[c.name], runtime="pypy", note="; ".join(filter(None, ["PyPy", c.note])))
