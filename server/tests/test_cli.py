@@ -329,6 +329,56 @@ def test_a_stop_signal_inside_exec_source_while_the_app_imports_still_exits_0(tm
                   "served\n", err
 
 
+# The stop signal arrives while fork() makes the status process: sent from the
+# interpreter's after-fork hook in the parent, where Python code runs inside os.fork().
+STOP_DURING_FORK = """
+import os, signal
+def stop_once():
+    if not stop_once.done:  # the first fork: the status process's
+        stop_once.done = True
+        os.kill(os.getpid(), signal.{name})
+stop_once.done = False
+os.register_at_fork(after_in_parent=stop_once)
+def app(environ, start_response):
+    start_response("200 OK", [])
+    return [b"served"]
+"""
+
+
+def session_processes(sid: int) -> list[str]:
+    """The processes of session SID (a server started with start_new_session)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            stat = open(f"/proc/{entry}/stat").read() if entry.isdigit() else ""
+        except OSError:
+            continue  # gone meanwhile
+        if stat and int(stat.rsplit(")", 1)[1].split()[3]) == sid:
+            found.append(stat)
+    return found
+
+
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGINT"])
+def test_a_stop_signal_while_the_status_process_forks_stops_the_start(tmp_path, name):
+    # A TERM there ran its handler inside the after-fork hooks, whose exceptions Python
+    # reports and drops: the stop was lost and the server served. An INT (held back
+    # over fork()) raised before the server knew the status process's PID, which was
+    # left running once the server had gone.
+    (tmp_path / "stopatfork.py").write_text(STOP_DURING_FORK.format(name=name))
+    proc = subprocess.Popen(
+        [SERVER_PYTHON, "-m", "wizgy", "-k", "iterative", "-b", "127.0.0.1:0",
+         "--status-bind", "127.0.0.1:0", "--pythonpath", str(tmp_path), "stopatfork:app"],
+        env={**os.environ, "PYTHONPATH": str(SERVER)}, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    code, err = stopped(proc)
+    left = session_processes(proc.pid)
+    for stat in left:
+        os.kill(int(stat.split()[0]), signal.SIGKILL)
+    assert code == 0, (code, err)
+    assert "Stopped while starting: a stop signal came before the server served" in err, err
+    assert left == [], left
+
+
 def test_as_pid_1_a_stop_signal_while_starting_is_not_lost(tmp_path):
     # A plain `docker run` makes wizgy the init of its PID namespace, and the kernel
     # drops a signal such an init has no handler for: TERM arriving while the app
