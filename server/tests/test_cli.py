@@ -379,6 +379,23 @@ def test_a_stop_signal_while_the_status_process_forks_stops_the_start(tmp_path, 
     assert left == [], left
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_storm_of_stop_signals_while_starting_still_exits_0(tmp_path, signum):
+    # The first one stops the start; those after it used to cut the cleanup short: a
+    # KeyboardInterrupt traceback, the pid file left, or the interpreter killed by a
+    # TERM once it had put the default action back on its way out.
+    proc = start_slowly(tmp_path)
+    for _ in range(20000):  # until it has exited: a few milliseconds
+        if proc.poll() is not None:
+            break
+        proc.send_signal(signum)
+    code, err = stopped(proc)
+    assert code == 0, (code, err)
+    assert err == "wizgy: stopped while starting: a stop signal came before the server " \
+                  "served\n", err
+    assert not (tmp_path / "pid").exists()
+
+
 def test_as_pid_1_a_stop_signal_while_starting_is_not_lost(tmp_path):
     # A plain `docker run` makes wizgy the init of its PID namespace, and the kernel
     # drops a signal such an init has no handler for: TERM arriving while the app

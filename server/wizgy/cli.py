@@ -18,7 +18,7 @@ from .config import ConfigError, Settings
 from .context import ServerContext
 from .log import Logs
 from .models import lessons
-from .models.base import STOP_SIGNALS, stop_booting
+from .models.base import STOP_SIGNALS, hold_stop_signals, stop_booting
 from .scoreboard import Scoreboard
 
 
@@ -145,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # a stop signal before the model's handlers were in
         logs.error.info("Stopped while starting: a stop signal came before the server served")
         code = 0
+    if program:  # stopping now: a stop signal more would only cut the cleanup short
+        hold_stop_signals()
     if ctx is not None:
         status.stop(ctx)
     remove_socket_files(ours)
