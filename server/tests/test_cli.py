@@ -379,6 +379,34 @@ def test_a_stop_signal_while_the_status_process_forks_stops_the_start(tmp_path, 
     assert left == [], left
 
 
+# The stop signal arrives in a __del__, whose exceptions Python reports and drops (as
+# it does in weakref callbacks: importlib's module locks have those).
+STOP_IN_DEL = """
+import os, signal
+class Stopper:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):  # the handler runs at one of these steps
+            pass
+Stopper()
+def app(environ, start_response):
+    start_response("200 OK", [])
+    return [b"served"]
+"""
+
+
+def test_a_stop_signal_whose_exception_is_dropped_still_stops_the_start(tmp_path):
+    (tmp_path / "stopindel.py").write_text(STOP_IN_DEL)
+    proc = subprocess.Popen(
+        [SERVER_PYTHON, "-m", "wizgy", "-b", "127.0.0.1:0", "--pythonpath", str(tmp_path),
+         "stopindel:app"],
+        env={**os.environ, "PYTHONPATH": str(SERVER)}, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    code, err = stopped(proc)
+    assert code == 0, (code, err)
+    assert "Stopped while starting: a stop signal came before the server served" in err, err
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_storm_of_stop_signals_while_starting_still_exits_0(tmp_path, signum):
     # The first one stops the start; those after it used to cut the cleanup short: a

@@ -42,23 +42,24 @@ def stop_booting(signum, frame) -> None:
     nobody reads the record yet. Nor can the default action be left to it: where
     wizgy is PID 1 (a plain `docker run`), the kernel drops a TERM or QUIT its init has
     no handler for, and `docker stop` would wait out its timeout, then kill."""
-    hold_stop_signals()  # the first one stops the start: more would cut its cleanup short
+    for stop in STOP_SIGNALS:  # the first one stops the start: more would cut its cleanup
+        signal.signal(stop, stopping)  # short (and cli.main sees that one came)
     raise StoppedWhileStarting
+
+
+def stopping(signum, frame) -> None:
+    """A stop signal while the server stops already: nothing more to do. (Not SIG_IGN:
+    Python reports one that came meanwhile as a race, on stderr.)"""
 
 
 def hold_stop_signals() -> None:
     """Stopping now: a further stop signal (a storm of them, Ctrl-C pressed again)
     would only cut the cleanup short (a traceback, the pid file left), or kill the
-    interpreter once it has put the default action back on its way out. Blocked, so
-    they wait unseen until the exit; and a no-op for one that a thread of the app's
-    takes (not SIG_IGN: Python reports one that came meanwhile as a race)."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    interpreter once it has put the default action back on its way out: a no-op, and
+    blocked until the exit."""
     for signum in STOP_SIGNALS:
         signal.signal(signum, stopping)
-
-
-def stopping(signum, frame) -> None:
-    """A stop signal while the server stops already: nothing more to do."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
 
 
 class Model:
