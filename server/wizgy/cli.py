@@ -18,7 +18,8 @@ from .config import ConfigError, Settings
 from .context import ServerContext
 from .log import Logs
 from .models import lessons
-from .models.base import STOP_SIGNALS, stop_booting
+from .models.base import (STOP_SIGNALS, StoppedWhileStarting, hold_stop_signals, stop_booting,
+                          stopping)
 from .scoreboard import Scoreboard
 
 
@@ -118,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wizgy: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # (a unix socket file bound by now stays: bind() replaces it)
+        if program:
+            hold_stop_signals()
         if pidfile:
             remove_pidfile(pidfile)
         print("wizgy: stopped while starting: a stop signal came before the server "
@@ -141,10 +144,16 @@ def main(argv: list[str] | None = None) -> int:
         role = status.MAIN_ROLE.get(settings.main_model, "server")
         proctitle.set_title(role, settings.model if role == "master" else
                             proctitle.describe(settings))
+        if program and signal.getsignal(signal.SIGTERM) is stopping:
+            # A stop signal came, and something dropped its exception (a __del__ or
+            # weakref callback it ran in: Python only prints those)
+            raise StoppedWhileStarting
         code = model_cls(ctx, listeners).run()
     except KeyboardInterrupt:  # a stop signal before the model's handlers were in
         logs.error.info("Stopped while starting: a stop signal came before the server served")
         code = 0
+    if program:  # stopping now: a stop signal more would only cut the cleanup short
+        hold_stop_signals()
     if ctx is not None:
         status.stop(ctx)
     remove_socket_files(ours)

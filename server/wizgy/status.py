@@ -64,15 +64,19 @@ def start(ctx, status_listener: socket.socket | None, app_listeners: list) -> No
     main_pid = os.getpid()
     # A signal sent to the whole group (Ctrl-C, kill -HUP -PGID) is the server's: held
     # back over fork() until the status process ignores it, else one arriving that early
-    # (a slow start, as on PyPy) would kill the status process.
+    # (a slow start, as on PyPy) would kill the status process. TERM too, until the
+    # server knows the status process's PID: a stop signal raises here (the model's
+    # handlers are not in yet), and inside fork() it would raise in the interpreter's
+    # after-fork hooks, which drop exceptions: the stop would be lost.
     group_signals = {getattr(signal, name) for name in IGNORED_SIGNALS}
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, group_signals)
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, group_signals | {signal.SIGTERM})
     pid = os.fork()
     if pid == 0:  # the status process; never returns
         code = 1
         try:
             for signum in group_signals:
                 signal.signal(signum, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # status.stop's
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             proctitle.set_title("status")
             for listener in app_listeners:
@@ -81,11 +85,11 @@ def start(ctx, status_listener: socket.socket | None, app_listeners: list) -> No
             code = StatusProcess(ctx, status_listener, pipe.read_fd, main_pid).run()
         finally:
             os._exit(code)
+    ctx.status_pid = pid  # for status.stop, before a signal held back can stop the start
     signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     status_listener_url = url_of(status_listener)
     status_listener.close()
     pipe.close_reader()
-    ctx.status_pid = pid
     ctx.event = pipe.send
     ctx.logs.error.info("Status at: %s (%s)", status_listener_url, pid)
 
@@ -320,7 +324,6 @@ class StatusProcess:
         self.last: dict | None = None  # the previous sample, to notice changes
 
     def run(self) -> int:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         self.listener.setblocking(False)
         self.events.add("status started", pid=self.pid)
         next_sample = 0.0

@@ -82,3 +82,43 @@ def test_image_runs_wizgy_as_pid_1_and_stops_it_gracefully(stack):
         assert stopped.rstrip().endswith("Shutting down: done"), stopped
     finally:
         docker("rm", "-f", name, check=False)
+
+
+SLOW_DJANGOAPP = """
+# Stands in for the workshop's djangoapp, which sets Django up and migrates (seconds
+# on a slow machine): the entrypoint's django-admin-user imports it before wizgy runs.
+import time
+time.sleep(120)
+"""
+
+
+def test_a_stop_signal_while_the_entrypoint_prepares_django_stops_the_start(stack, tmp_path):
+    """APP=django: before it execs wizgy, the entrypoint (bash, PID 1 in a plain
+    `docker run`) runs django-admin-user. The kernel drops a TERM that PID 1 has no
+    handler for, and bash runs a trap only once a foreground child has finished: the
+    TERM must end the start there, not wait out docker stop's timeout and a SIGKILL
+    (exit 137)."""
+    image = stack.compose("config", "--images", "server").stdout.strip()
+    name = f"{stack.name}-pid1-django"
+    label = f"com.docker.compose.project={stack.name}"
+    apps = tmp_path / "slow"
+    apps.mkdir(mode=0o755)
+    (apps / "djangoapp.py").write_text(SLOW_DJANGOAPP)
+    (apps / "djangoapp.py").chmod(0o644)
+    docker("create", "--init=false", "--name", name, "-e", "APP=django", "-e",
+           "WIZGY_CHDIR=/tmp/slow", "--label", label, image)
+    try:
+        docker("cp", str(apps), f"{name}:/tmp/slow")
+        docker("start", name)
+        deadline = time.monotonic() + 60
+        while "django-admin-user" not in docker("top", name, "-eo", "pid,args").stdout:
+            assert state(name)["Running"] and time.monotonic() < deadline, logs(name)
+            time.sleep(0.2)
+        docker("stop", "-t", "20", name)
+        stopped, ended = logs(name), state(name)
+        assert ended["ExitCode"] == 0, (ended, stopped)
+        assert "entrypoint: stopped while starting: a stop signal came before the server " \
+               "served\n" in stopped, stopped
+        assert "Listening at" not in stopped, stopped
+    finally:
+        docker("rm", "-f", name, check=False)

@@ -27,6 +27,14 @@ RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 
 
+class StoppedWhileStarting(KeyboardInterrupt):
+    """What stop_booting raises: caught as a KeyboardInterrupt. Not that class itself:
+    CPython marks a KeyboardInterrupt (exactly that class) that leaves exec()'d source
+    as unhandled, and then ends the interpreter by SIGINT (status 130) whatever main()
+    returned; dataclasses and namedtuple exec() the methods they build, and importing
+    Flask or Django builds dozens of them."""
+
+
 def stop_booting(signum, frame) -> None:
     """A stop signal before a model has installed its own handlers (the server
     starting: its app importing, say; a worker booting): leave now, as an exception
@@ -34,7 +42,24 @@ def stop_booting(signum, frame) -> None:
     nobody reads the record yet. Nor can the default action be left to it: where
     wizgy is PID 1 (a plain `docker run`), the kernel drops a TERM or QUIT its init has
     no handler for, and `docker stop` would wait out its timeout, then kill."""
-    raise KeyboardInterrupt
+    for stop in STOP_SIGNALS:  # the first one stops the start: more would cut its cleanup
+        signal.signal(stop, stopping)  # short (and cli.main sees that one came)
+    raise StoppedWhileStarting
+
+
+def stopping(signum, frame) -> None:
+    """A stop signal while the server stops already: nothing more to do. (Not SIG_IGN:
+    Python reports one that came meanwhile as a race, on stderr.)"""
+
+
+def hold_stop_signals() -> None:
+    """Stopping now: a further stop signal (a storm of them, Ctrl-C pressed again)
+    would only cut the cleanup short (a traceback, the pid file left), or kill the
+    interpreter once it has put the default action back on its way out: a no-op, and
+    blocked until the exit."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, stopping)
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
 
 
 class Model:
