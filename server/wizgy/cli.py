@@ -114,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         listeners = [bind(address, settings.backlog) for address in settings.bind]
         status_listener = bind(settings.status_bind, settings.backlog) \
             if settings.status_bind else None
-        pidfile = write_pidfile(settings.pid) if settings.pid else None
+        if settings.pid:  # named first: a stop signal inside write_pidfile() still has it
+            pidfile = settings.pid  # removed (remove_pidfile: only if it holds our PID)
+            write_pidfile(pidfile)
     except ConfigError as error:
         print(f"wizgy: error: {error}", file=sys.stderr)
         return 2
