@@ -18,8 +18,7 @@ from .config import ConfigError, Settings
 from .context import ServerContext
 from .log import Logs
 from .models import lessons
-from .models.base import (STOP_SIGNALS, StoppedWhileStarting, hold_stop_signals, stop_booting,
-                          stopping)
+from .models.base import STOP_SIGNALS, StoppedWhileStarting, hold_stop_signals, stop_booting
 from .scoreboard import Scoreboard
 
 
@@ -146,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         role = status.MAIN_ROLE.get(settings.main_model, "server")
         proctitle.set_title(role, settings.model if role == "master" else
                             proctitle.describe(settings))
-        if program and signal.getsignal(signal.SIGTERM) is stopping:
+        if program and signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:
             # A stop signal came, and something dropped its exception (a __del__ or
             # weakref callback it ran in: Python only prints those)
             raise StoppedWhileStarting

@@ -43,8 +43,8 @@ def stop_booting(signum, frame) -> None:
     wizgy is PID 1 (a plain `docker run`), the kernel drops a TERM or QUIT its init has
     no handler for, and `docker stop` would wait out its timeout, then kill."""
     for stop in STOP_SIGNALS:  # the first one stops the start: more would cut its cleanup
-        signal.signal(stop, stopping)  # short (and cli.main sees that one came). Not
-    raise StoppedWhileStarting  # blocked here: were this dropped, the model must hear them
+        signal.signal(stop, signal.SIG_IGN)  # short (cli.main sees that one came). Not
+    raise StoppedWhileStarting  # blocked: were this dropped, the model must hear them
 
 
 def stopping(signum, frame) -> None:
