@@ -35,31 +35,46 @@ class StoppedWhileStarting(KeyboardInterrupt):
     Flask or Django builds dozens of them."""
 
 
+_stopped = []  # stop_booting ran: its later calls do nothing
+
+
 def stop_booting(signum, frame) -> None:
     """A stop signal before a model has installed its own handlers (the server
     starting: its app importing, say; a worker booting): leave now, as an exception
     the caller turns into a clean exit (status 0). Recording it instead would lose it:
     nobody reads the record yet. Nor can the default action be left to it: where
     wizgy is PID 1 (a plain `docker run`), the kernel drops a TERM or QUIT its init has
-    no handler for, and `docker stop` would wait out its timeout, then kill."""
-    for stop in STOP_SIGNALS:  # the first one stops the start: more would cut its cleanup
-        signal.signal(stop, signal.SIG_IGN)  # short (cli.main sees that one came). Not
-    raise StoppedWhileStarting  # blocked: were this dropped, the model must hear them
+    no handler for, and `docker stop` would wait out its timeout, then kill.
+
+    The first one stops the start; more would cut its cleanup short, so they are
+    ignored from here (SIG_IGN, in C: cli.main also reads it as "a stop came"). Blocked
+    while the handlers change: one arriving between Python's check for signals and the
+    change would be reported on stderr as "ignored due to race condition"; a blocked one
+    is discarded by SIG_IGN. Unblocked after: were this exception dropped, the model's
+    own handlers must hear the next. Those that came before the block run this again,
+    nested in pthread_sigmask: they return."""
+    if _stopped:
+        return
+    _stopped.append(signum)
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    for stop in STOP_SIGNALS:
+        signal.signal(stop, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    raise StoppedWhileStarting
 
 
 def stopping(signum, frame) -> None:
-    """A stop signal while the server stops already: nothing more to do. (Not SIG_IGN:
-    Python reports one that came meanwhile as a race, on stderr.)"""
+    """A stop signal while the server stops already: nothing more to do."""
 
 
 def hold_stop_signals() -> None:
     """Stopping now: a further stop signal (a storm of them, Ctrl-C pressed again)
     would only cut the cleanup short (a traceback, the pid file left), or kill the
-    interpreter once it has put the default action back on its way out: a no-op, and
-    blocked until the exit."""
+    interpreter once it has put the default action back on its way out: blocked until
+    the exit, then a no-op (blocked first: none can come between)."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     for signum in STOP_SIGNALS:
         signal.signal(signum, stopping)
-    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
 
 
 class Model:
