@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -10,7 +11,8 @@ import subprocess
 import pytest
 
 from conftest import (APPS, REPO, SERVER, SERVER_PYTHON, TEST_APPS, children_of, connect,
-                      read_response, run_wizgy, server_implementation, skip_or_fail, wait_for)
+                      proc_state, read_response, run_wizgy, server_implementation,
+                      skip_or_fail, wait_for)
 
 from wizgy import config
 
@@ -266,6 +268,68 @@ def app(environ, start_response):
     start_response("200 OK", [])
     return [b"late"]
 """
+
+
+# An app whose import lasts until the test lets it go on (a file next to STARTED_AT).
+HELD_START = """
+import os, time
+open(os.environ["STARTED_AT"], "w").close()
+for _ in range(3000):  # 60 s at most
+    if os.path.exists(os.environ["STARTED_AT"] + ".go"):
+        break
+    time.sleep(0.02)
+def app(environ, start_response):
+    start_response("200 OK", [])
+    return [b"served"]
+"""
+
+
+@pytest.mark.parametrize("model", ["threaded", "prefork"])
+def test_hup_usr1_ttin_while_the_app_imports_wait_for_the_model(tmp_path, model):
+    # Sent before the model's handlers are in (a logrotate's USR1, a deploy's HUP or
+    # TTIN as the server starts), their default actions used to end the start (HUP,
+    # USR1: exit -1, -10) or stop the process (TTIN: state T, nobody served). Now main()
+    # holds them, and the model acts on each once its handlers are in.
+    (tmp_path / "heldstart.py").write_text(HELD_START)
+    started_at, log = tmp_path / "started", tmp_path / "server.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [SERVER_PYTHON, "-m", "wizgy", "-b", "127.0.0.1:0", "-k", model, "-w", "1",
+             "--pythonpath", str(tmp_path), "heldstart:app"],
+            env={**os.environ, "PYTHONPATH": str(SERVER), "STARTED_AT": str(started_at)},
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True)
+    try:
+        wait_for(started_at.exists, 30, "the app's import to begin")
+        for signum in (signal.SIGHUP, signal.SIGUSR1, signal.SIGTTIN):
+            proc.send_signal(signum)
+        (tmp_path / "started.go").touch()
+
+        def listening():
+            assert proc.poll() is None, (proc.returncode, log.read_text())
+            return re.search(r"Listening at: http://127.0.0.1:(\d+)", log.read_text())
+        port = int(wait_for(listening, 30, "listening").group(1))
+        for name in ("hup", "usr1", "ttin"):
+            wait_for(lambda: f"Handling signal: {name}" in log.read_text(), 10, name)
+        if model == "prefork":  # the reload's new worker, and one more: 2 (without
+            def booted():  # TTIN, 1; the old one stays a while beside the new ones)
+                return re.findall(r"Booting worker with pid (\d+)", log.read_text())
+            wait_for(lambda: len(booted()) == 3 and
+                     set(children_of(proc.pid)) == set(map(int, booted()[1:])), 15,
+                     "the first worker retired, 2 of the reload's in its place")
+        else:
+            assert "Handling signal: usr1: reopened the log files" in log.read_text()
+        with connect(port) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert read_response(sock)[2] == b"served"
+        assert proc.poll() is None and proc_state(proc.pid) != "T"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert "Traceback" not in log.read_text(), log.read_text()
 
 
 # The same, its slow part in source the module exec()s, as dataclasses and

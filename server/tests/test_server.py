@@ -18,6 +18,7 @@ from conftest import (
     LogView,
     connect,
     exchange,
+    proc_state,
     read_response,
     read_until_close,
     run_wizgy,
@@ -538,9 +539,11 @@ def test_contract_violations_become_500(model):
 
 # --- lifecycle ---------------------------------------------------------------------------
 
-def test_usr1_reopens_the_logs_and_hup_usr2_never_kill(model, tmp_path):
-    # logrotate renames the file and sends USR1; HUP and USR2 (gunicorn's reload and
-    # upgrade) are handled or refused out loud, never the default action: death.
+def test_usr1_reopens_the_logs_and_hup_usr2_ttin_ttou_never_kill_or_suspend(model, tmp_path):
+    # logrotate renames the file and sends USR1; HUP, USR2, TTIN and TTOU (gunicorn's
+    # reload, upgrade, a worker more or fewer) are handled or refused out loud, never
+    # the default action: death (HUP, USR2), or, for TTIN and TTOU, the process stopped
+    # (state T) with every client hanging.
     log = tmp_path / "access.log"
     workers = ["-w", "2"] if model in ("evloop", "prefork") else []
     with run_wizgy("-k", model, *workers, "--access-logfile", str(log), "testapp:app") as srv:
@@ -551,10 +554,11 @@ def test_usr1_reopens_the_logs_and_hup_usr2_never_kill(model, tmp_path):
         if workers:  # the master passes it on; each worker's watchdog reopens its own
             wait_for(lambda: srv.output().count("reopened the log files") == 2,
                      what="both workers to reopen")
-        for signum in (signal.SIGUSR2, signal.SIGHUP):
+        for signum in (signal.SIGUSR2, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
             os.kill(srv.pid, signum)
             srv.wait_for_output(rf"Handling signal: {signum.name[3:].lower()}", timeout=5)
             assert srv.proc.poll() is None, signum
+            assert proc_state(srv.pid) != "T", signum
         assert get(srv.port, b"/environ")[0] == 200
         assert srv.proc.poll() is None
         output = srv.output()

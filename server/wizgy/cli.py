@@ -18,8 +18,12 @@ from .config import ConfigError, Settings
 from .context import ServerContext
 from .log import Logs
 from .models import lessons
-from .models.base import STOP_SIGNALS, StoppedWhileStarting, hold_stop_signals, stop_booting
+from .models.base import (SERVING_SIGNALS, STOP_SIGNALS, StoppedWhileStarting,
+                          hold_for_the_model, hold_stop_signals, resend_held_signals,
+                          stop_booting)
 from .scoreboard import Scoreboard
+
+STARTING_SIGNALS = (*STOP_SIGNALS, *SERVING_SIGNALS)  # main()'s handlers until the model's
 
 
 def shape(settings) -> str:
@@ -63,13 +67,14 @@ def tune_gc(params: str, program: bool) -> None:
         sys.stderr.flush()
         original = getattr(sys, "orig_argv", None)  # 3.10+: with the interpreter's flags
         command = original[1:] if original else ["-m", "wizgy", *sys.argv[1:]]
-        # A stop signal during the exec waits, pending (the mask and pending signals
-        # survive execve; the handler does not), until main() has its handler again.
-        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        # A signal during the exec waits, pending (the mask and pending signals survive
+        # execve; the handlers do not), until main() has its handlers again.
+        signal.pthread_sigmask(signal.SIG_BLOCK, STARTING_SIGNALS)
+        resend_held_signals()
         try:
             os.execv(sys.executable, [sys.executable, *command])
         except OSError as error:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STARTING_SIGNALS)
             raise ConfigError(f"--pypy-gc: cannot start {sys.executable} again: "
                               f"{error.strerror or error}") from None
 
@@ -88,10 +93,12 @@ def main(argv: list[str] | None = None) -> int:
         return top.main(argv[1:])
     pidfile = None
     try:
-        if program:  # until the model's own handlers: a stop signal stops the start
-            for signum in STOP_SIGNALS:
+        if program:  # until the model's own handlers: a stop signal stops the start,
+            for signum in STOP_SIGNALS:  # a HUP, USR1, TTIN... waits for the model
                 signal.signal(signum, stop_booting)
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # (tune_gc's exec)
+            for signum in SERVING_SIGNALS:
+                signal.signal(signum, hold_for_the_model)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STARTING_SIGNALS)  # (tune_gc's exec)
         settings = config.parse(argv)
         if settings.print_config:
             print(config.describe(settings))

@@ -25,6 +25,12 @@ from ..context import ServerContext
 # accept() failing with these means "out of descriptors or memory": back off and retry.
 RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+# What an operator asks of a running server: reload (HUP), reopen the logs (USR1), a
+# worker more or fewer (TTIN, TTOU), an upgrade (USR2). By default they end a process
+# (HUP, USR1, USR2) or suspend it (TTIN, TTOU): every model handles them, and while the
+# server starts they are held for the model (hold_for_the_model).
+SERVING_SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGTTIN,
+                   signal.SIGTTOU)
 
 
 class StoppedWhileStarting(KeyboardInterrupt):
@@ -63,6 +69,30 @@ def stop_booting(signum, frame) -> None:
     raise StoppedWhileStarting
 
 
+_held: list[int] = []  # SERVING_SIGNALS that came while the server started
+
+
+def hold_for_the_model(signum, frame) -> None:
+    """One of SERVING_SIGNALS before the model's handlers are in (a logrotate's USR1
+    while the app imports would kill it): kept for them, once, as the kernel keeps a
+    pending signal (a storm of HUPs is one reload)."""
+    if signum not in _held:
+        _held.append(signum)
+
+
+def pass_held_signals() -> None:
+    """The model's handlers are in: each signal held while it started, to them."""
+    while _held:
+        signal.raise_signal(_held.pop(0))
+
+
+def resend_held_signals() -> None:
+    """Before an exec, with SERVING_SIGNALS blocked: what was held goes pending, to be
+    held again by the new program (pending signals survive execve; handlers do not)."""
+    while _held:
+        os.kill(os.getpid(), _held.pop(0))
+
+
 def stopping(signum, frame) -> None:
     """A stop signal while the server stops already: nothing more to do."""
 
@@ -71,8 +101,9 @@ def hold_stop_signals() -> None:
     """Stopping now: a further stop signal (a storm of them, Ctrl-C pressed again)
     would only cut the cleanup short (a traceback, the pid file left), or kill the
     interpreter once it has put the default action back on its way out: blocked until
-    the exit, then a no-op (blocked first: none can come between)."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    the exit, then a no-op (blocked first: none can come between). A HUP or USR1
+    then would kill it as Python puts the default actions back: blocked too."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, (*STOP_SIGNALS, *SERVING_SIGNALS))
     for signum in STOP_SIGNALS:
         signal.signal(signum, stopping)
 
@@ -131,13 +162,14 @@ class Model:
         signal.signal(signal.SIGALRM, self.on_fast_stop)
         if self.owns_listeners:  # a server of one process (not a prefork master's worker)
             signal.signal(signal.SIGUSR1, self.on_usr1)
-            signal.signal(signal.SIGHUP, self.on_unsupported)  # their default is to die
-            signal.signal(signal.SIGUSR2, self.on_unsupported)
+            for signum in (signal.SIGHUP, signal.SIGUSR2, signal.SIGTTIN, signal.SIGTTOU):
+                signal.signal(signum, self.on_unsupported)  # by default: end, suspend
+        pass_held_signals()
 
     def on_usr1(self, signum, frame) -> None:
         self.recorded.append(signum)  # a handler never logs or does I/O: the loop acts
 
-    on_unsupported = on_usr1  # HUP, USR2: recorded, then logged by the loop
+    on_unsupported = on_usr1  # HUP, USR2, TTIN, TTOU: recorded, then logged by the loop
 
     def act_on_signals(self) -> None:
         """What the handlers recorded, acted on in the loop (drain_wakeup): a handler
@@ -148,8 +180,9 @@ class Model:
                 self.ctx.logs.reopen()
                 self.log.info("Handling signal: usr1: reopened the log files")
             else:
-                self.log.warning("Handling signal: %s: ignored by -k %s (HUP reloads under "
-                                 "the prefork master; USR2 upgrades are not supported)",
+                self.log.warning("Handling signal: %s: ignored by -k %s (HUP reloads and "
+                                 "TTIN/TTOU add and remove workers under the prefork "
+                                 "master; USR2 upgrades are not supported)",
                                  signal.Signals(signum).name[3:].lower(), self.name)
 
     def on_term(self, signum, frame) -> None:

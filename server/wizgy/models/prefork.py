@@ -40,7 +40,7 @@ import time
 
 from ..context import Stats
 from ..proctitle import describe, set_title
-from .base import STOP_SIGNALS, Model, stop_booting
+from .base import STOP_SIGNALS, Model, pass_held_signals, stop_booting
 from .evloop import EventLoopModel
 from .iterative import IterativeModel
 from .reloader import CodeWatcher, app_roots
@@ -117,6 +117,7 @@ class PreforkModel(Model):
         signal.set_wakeup_fd(self.wakeup_w, warn_on_full_buffer=False)
         for signum in MASTER_SIGNALS:
             signal.signal(signum, self.record_signal)
+        pass_held_signals()
 
     def record_signal(self, signum, frame) -> None:
         if signum != signal.SIGCHLD:
