@@ -600,7 +600,7 @@ def test_pypy_jit_parameters_are_checked_on_every_runtime():
 
 
 def test_pypy_gc_parameters_are_checked_on_every_runtime():
-    assert config.parse(["x:y"]).pypy_gc == "increment_step=256K"  # wizgy's default
+    assert config.parse(["x:y"]).pypy_gc == "nursery=4M,increment_step=256K"  # wizgy's
     assert config.parse(["--pypy-gc", "off", "x:y"]).pypy_gc == "off"  # PyPy's own
     assert config.parse(["x:y"], {"WIZGY_PYPY_GC": "off"}).pypy_gc == "off"
     assert config.parse(["--pypy-gc", "nursery=4MB,major_collect=1.82", "x:y"]).pypy_gc \

@@ -93,11 +93,17 @@ def jit_params(value: str) -> str:
 
 
 # PyPy's collector (incminimark) reads its parameters from PYPY_GC_* variables once,
-# when the interpreter starts. One wizgy sets by default: increment_step, how much a
-# major collection marks per step. PyPy's default (twice the nursery) made steps of
-# 3-4 ms here, during which every connection of the worker waits; at 256K they take
-# 0.3-0.5 ms and hello's p99 at 64 connections halved, with the same collector time
-# per request (server/docs/pypy-jit.md, "The collector's steps").
+# when the interpreter starts. Two wizgy sets by default:
+# - nursery, where new objects go until a minor collection. PyPy sizes it from
+#   /proc/cpuinfo's "cache size", half of it: the last-level cache on Intel, so a
+#   worker's nursery is 1 MB on one host and 240 MB on another (a 480 MB L3 reported
+#   in a VM), and its RSS with it. 4M (PyPy's own fallback in later releases) served
+#   faster here than either (server/docs/pypy-jit.md, "The nursery");
+# - increment_step, how much a major collection marks per step. PyPy's default (twice
+#   the nursery) made steps of 3-4 ms here, during which every connection of the
+#   worker waits; at 256K they take 0.3-0.5 ms and hello's p99 at 64 connections
+#   halved, with the same collector time per request (pypy-jit.md, "The collector's
+#   steps").
 GC_PARAMS = frozenset((
     "nursery", "nursery_cleanup", "increment_step", "major_collect", "growth", "min", "max",
     "max_delta", "max_pinned"))
@@ -228,13 +234,15 @@ class Settings:
              "them, applied before the app is imported and the workers forked (e.g. "
              "trace_limit=16384; see server/docs/pypy-jit.md). Ignored on CPython. "
              "Default: PyPy's own."))
-    pypy_gc: str = field(default="increment_step=256K", metadata=option(
+    pypy_gc: str = field(default="nursery=4M,increment_step=256K", metadata=option(
         "--pypy-gc", type=gc_params, metavar="PARAM=VALUE,...|off",
         help="On PyPy, parameters for its collector, set as PyPy's PYPY_GC_<PARAM> "
              "variables: PyPy reads them only when it starts, so wizgy restarts itself "
              "in place (exec, same PID) with those not already in the environment (one "
-             "set there wins). The default keeps a major collection's steps short (p99; "
-             "see server/docs/pypy-jit.md); `off`: PyPy's own. PyPy takes PYPYLOG out of "
+             "set there wins). The default fixes the nursery (PyPy sizes it from the CPU's "
+             "cache: 1 MB on one host, 240 MB on another) and keeps a major "
+             "collection's steps short (p99; see server/docs/pypy-jit.md); `off`: "
+             "PyPy's own. PyPy takes PYPYLOG out of "
              "the environment as it reads it: to log, set the PYPY_GC_* variables "
              "yourself or pass `off`, so that no exec loses it. Ignored on CPython."))
     config: str | None = field(default=None, metadata=option(
