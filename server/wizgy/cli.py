@@ -18,12 +18,10 @@ from .config import ConfigError, Settings
 from .context import ServerContext
 from .log import Logs
 from .models import lessons
-from .models.base import (SERVING_SIGNALS, STOP_SIGNALS, StoppedWhileStarting,
-                          hold_for_the_model, hold_stop_signals, resend_held_signals,
-                          stop_booting)
 from .scoreboard import Scoreboard
-
-STARTING_SIGNALS = (*STOP_SIGNALS, *SERVING_SIGNALS)  # main()'s handlers until the model's
+from .starting import (STARTING_SIGNALS, STOPPED_LINE, StoppedWhileStarting, hold_stop_signals,
+                       resend_held_signals)
+from .starting import install as install_starting_signals
 
 
 def shape(settings) -> str:
@@ -93,12 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         return top.main(argv[1:])
     pidfile = None
     try:
-        if program:  # until the model's own handlers: a stop signal stops the start,
-            for signum in STOP_SIGNALS:  # a HUP, USR1, TTIN... waits for the model
-                signal.signal(signum, stop_booting)
-            for signum in SERVING_SIGNALS:
-                signal.signal(signum, hold_for_the_model)
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, STARTING_SIGNALS)  # (tune_gc's exec)
+        if program:  # (again: __main__ did first) until the model's own handlers,
+            install_starting_signals()  # a stop signal stops the start, a HUP waits
         settings = config.parse(argv)
         if settings.print_config:
             print(config.describe(settings))
@@ -131,8 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             hold_stop_signals()
         if pidfile:
             remove_pidfile(pidfile)
-        print("wizgy: stopped while starting: a stop signal came before the server "
-              "served", file=sys.stderr)
+        print(STOPPED_LINE, file=sys.stderr)
         return 0
     ctx, ours = None, []  # ours: socket files to remove at exit (we bound; not fd://)
     try:

@@ -19,7 +19,7 @@ RANK.update({"__main__": RANK["cli"], "config": RANK["cli"], "status": RANK["cli
 # Helpers of the standard library's kind: they import no other part of wizgy, and
 # only the layers from `context` up may use them (http and wsgi touch no socket, no
 # OS, no log: everything below the connection can be tested with bytes).
-LEAVES = {"compat", "log", "events", "proctitle", "scoreboard"}
+LEAVES = {"compat", "log", "events", "proctitle", "scoreboard", "starting"}
 LEAF_USERS_FROM = RANK["context"]
 # The http package is sans-IO: none of these, in any of its modules.
 NO_IO = {"socket", "os", "threading", "select", "selectors", "asyncio", "time", "subprocess",

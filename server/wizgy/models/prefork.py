@@ -40,7 +40,8 @@ import time
 
 from ..context import Stats
 from ..proctitle import describe, set_title
-from .base import STOP_SIGNALS, Model, pass_held_signals, stop_booting
+from ..starting import STOP_SIGNALS, pass_held_signals, stop_booting
+from .base import Model
 from .evloop import EventLoopModel
 from .iterative import IterativeModel
 from .reloader import CodeWatcher, app_roots
