@@ -9,17 +9,17 @@ from . import starting
 
 
 def run() -> int:
-    if sys.argv[1:2] != ["top"]:
-        try:
-            starting.install()
-            from .cli import main
-        except starting.StoppedWhileStarting:
-            starting.hold_stop_signals()
-            print(starting.STOPPED_LINE, file=sys.stderr)
-            return 0
-    else:
+    if sys.argv[1:2] == ["top"]:
         from .cli import main
-    return main()
+        return main()
+    try:
+        starting.install()
+        from .cli import main
+        return main()  # (a stop once main() runs: main() ends the start itself)
+    except starting.StoppedWhileStarting:
+        starting.hold_stop_signals()
+        print(starting.STOPPED_LINE, file=sys.stderr)
+        return 0
 
 
 if __name__ == "__main__":
